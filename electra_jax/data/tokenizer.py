@@ -1,0 +1,62 @@
+"""WordPiece tokenizer training with the `tokenizers` library.
+
+Lower-casing and accent stripping are two independent switches (the original BERT/ELECTRA tooling
+tied them together and silently stripped å, ø, ñ from cased vocabularies). Default: cased, accents kept.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def train_wordpiece(files: Iterable[str | Path], vocab_size: int, *, lowercase: bool = False,
+                    strip_accents: bool = False, min_frequency: int = 2) -> Tokenizer:
+    files = [str(f) for f in files]
+    for f in files:
+        if not Path(f).is_file():
+            raise FileNotFoundError(f"tokenizer: input file not found: {f}")
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    # strip_accents must be an explicit bool: None would make it follow `lowercase`.
+    tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                      strip_accents=bool(strip_accents), lowercase=bool(lowercase))
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                        special_tokens=list(SPECIAL_TOKENS), continuing_subword_prefix="##",
+                                        show_progress=False)
+    tokenizer.train(files, trainer)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    return tokenizer
+
+
+def save_tokenizer(tokenizer: Tokenizer, out_dir: str | Path, *, lowercase: bool = False) -> Path:
+    """tokenizer.json plus vocab.txt and tokenizer_config.json, loadable by HF `from_pretrained`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(out / "tokenizer.json"))
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    (out / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
+    (out / "tokenizer_config.json").write_text(
+        '{"tokenizer_class": "BertTokenizer", "do_lower_case": %s, "model_max_length": 512}\n'
+        % ("true" if lowercase else "false"))
+    return out / "tokenizer.json"
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"tokenizer: {path} not found (give a tokenizer.json or the folder holding it)")
+    tokenizer = Tokenizer.from_file(str(path))
+    missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
+    if missing:
+        raise ValueError(f"tokenizer: {path} lacks the special tokens {missing}")
+    return tokenizer

@@ -1,0 +1,37 @@
+"""Device mesh (data, fsdp, tensor) and the logical-axis rules that map parameters onto it."""
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from electra_jax.config import Config, mesh_shape
+
+AXES = ("data", "fsdp", "tensor")
+
+
+def make_mesh(config: Config, devices=None) -> Mesh:
+    devices = list(jax.devices() if devices is None else devices)
+    shape = mesh_shape(config, len(devices))
+    try:
+        from jax.experimental import mesh_utils
+        grid = mesh_utils.create_device_mesh(shape, devices=devices)
+    except (ValueError, NotImplementedError, AssertionError):
+        grid = np.asarray(devices).reshape(shape)
+    # Auto axes: classic GSPMD propagation from the in/out shardings we pass to jit.
+    return Mesh(grid, AXES, axis_types=(AxisType.Auto,) * len(AXES))
+
+
+def logical_rules(config: Config) -> tuple[tuple[str, object], ...]:
+    return tuple((name, tuple(axes) if isinstance(axes, list) else axes)
+                 for name, axes in config.mesh.logical_axis_rules)
+
+
+def batch_sharding(mesh: Mesh, rules) -> NamedSharding:
+    """Leading (batch) axis split over the data axes, everything else replicated."""
+    axes = dict(rules).get("batch")
+    return NamedSharding(mesh, PartitionSpec(axes))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())

@@ -1,0 +1,89 @@
+"""Metric writers (JSONL + TensorBoard), FLOPs per token, and the loss/accuracy plot."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from electra_jax.config import Config
+
+
+class MetricWriter:
+    """Append-only JSONL (one object per logged step) plus TensorBoard event files."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True):
+        self.enabled = enabled
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self._tb = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+            self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+            self._file = open(self.path, "a", encoding="utf-8")
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        self._file.write(json.dumps({"step": step, **values}) + "\n")
+        self._file.flush()
+        for name, value in values.items():
+            self._tb.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self._file.close()
+            self._tb.close()
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """Logged records; where a resumed run logged a step again, the last record wins."""
+    by_step: dict[int, dict] = {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            by_step[record["step"]] = record
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def encoder_flops_per_token(layers: int, hidden: int, intermediate: int, seq_len: int) -> float:
+    """Forward matmul FLOPs per token of a BERT encoder (2 per multiply-add)."""
+    dense = 4 * hidden * hidden + 2 * hidden * intermediate
+    attention = 2 * seq_len * hidden  # scores and context
+    return 2.0 * layers * (dense + attention)
+
+
+def electra_train_flops_per_token(config: Config) -> float:
+    """Forward + backward (3x forward) matmul FLOPs per input token of one ELECTRA step."""
+    m, seq_len = config.model, config.data.seq_len
+    gen_h, disc_h, emb = m.generator_hidden_size, m.hidden_size, m.embedding_size
+    forward = encoder_flops_per_token(m.num_layers, disc_h, m.intermediate_size, seq_len)
+    forward += encoder_flops_per_token(m.num_layers, gen_h, m.generator_intermediate_size, seq_len)
+    forward += 2 * emb * disc_h * (emb != disc_h) + 2 * emb * gen_h * (emb != gen_h)  # projections
+    forward += 2 * disc_h * disc_h + 2 * disc_h  # discriminator head
+    predicted_fraction = config.objective.max_predictions / seq_len  # generator head runs only there
+    forward += predicted_fraction * (2 * gen_h * emb + 2 * emb * m.vocab_size)
+    return 3.0 * forward
+
+
+def plot_metrics(metrics_path: str | Path, out_path: str | Path) -> Path | None:
+    records = read_metrics(metrics_path)
+    if not records:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in records]
+    panels = [("loss", ["generator_loss", "discriminator_loss"]),
+              ("accuracy / F1", ["generator_accuracy", "discriminator_accuracy", "replaced_f1"])]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, (title, names) in zip(axes, panels):
+        for name in names:
+            if name in records[0]:
+                axis.plot(steps, [r[name] for r in records], label=name)
+        axis.set_title(title)
+        axis.set_xlabel("step")
+        axis.legend()
+        axis.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return Path(out_path)

@@ -1,0 +1,169 @@
+"""The shared building blocks: embeddings, self-attention, feed-forward and one Transformer block.
+
+Every parameter carries logical axis names ("vocab", "embed", "mlp", "heads", "kv") that
+`mesh.logical_rules` maps onto mesh axes. Post-LayerNorm BERT layout, exact-erf GELU by default.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = jnp.dtype
+
+
+def normal_init(stddev: float, axes: tuple[str, ...]):
+    return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
+
+
+def zeros_init(axes: tuple[str, ...]):
+    return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
+
+
+def ones_init(axes: tuple[str, ...]):
+    return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
+
+
+def gelu_exact(x):
+    return jax.nn.gelu(x, approximate=False)
+
+
+ACTIVATIONS: dict[str, Callable] = {
+    "gelu": gelu_exact,  # ELECTRA / BERT (HF "gelu")
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),  # ALBERT (HF "gelu_new")
+}
+
+
+def LayerNorm(eps: float, dtype, param_dtype, name: str) -> nn.LayerNorm:
+    """LayerNorm with BERT's epsilon (Flax's default is 1e-6) and logical axis names."""
+    return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=param_dtype, name=name,
+                        scale_init=ones_init(("embed",)), bias_init=zeros_init(("embed",)))
+
+
+def dense(features: int, axes: tuple[str, str], init_std: float, dtype, param_dtype, name: str) -> nn.Dense:
+    return nn.Dense(features, dtype=dtype, param_dtype=param_dtype, name=name,
+                    kernel_init=normal_init(init_std, axes), bias_init=zeros_init(axes[1:]))
+
+
+class Embeddings(nn.Module):
+    """Word + position + token-type embeddings, LayerNorm, dropout (no projection: that is per model)."""
+    vocab_size: int
+    embedding_size: int
+    max_positions: int
+    type_vocab_size: int
+    init_std: float = 0.02
+    eps: float = 1e-12
+    dropout_rate: float = 0.1
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        def table(num, axes):
+            return nn.Embed(num, self.embedding_size, dtype=self.dtype, param_dtype=self.param_dtype,
+                            embedding_init=normal_init(self.init_std, axes))
+        # Attribute names are the parameter names (Flax `setup` naming).
+        self.word_embeddings = table(self.vocab_size, ("vocab", "embed"))
+        self.position_embeddings = table(self.max_positions, (None, "embed"))
+        self.token_type_embeddings = table(self.type_vocab_size, (None, "embed"))
+        self.LayerNorm = nn.LayerNorm(epsilon=self.eps, dtype=self.dtype, param_dtype=self.param_dtype,
+                                      scale_init=ones_init(("embed",)), bias_init=zeros_init(("embed",)))
+        self.dropout = nn.Dropout(self.dropout_rate)
+
+    def __call__(self, input_ids_BxL, segment_ids_BxL, deterministic: bool):
+        positions_L = jnp.arange(input_ids_BxL.shape[1])
+        x_BxLxE = (self.word_embeddings(input_ids_BxL) + self.position_embeddings(positions_L)[None]
+                   + self.token_type_embeddings(segment_ids_BxL))
+        return self.dropout(self.LayerNorm(x_BxLxE), deterministic=deterministic)
+
+    def attend(self, x_BxPxE):
+        """Logits against the word-embedding table (tied output layer)."""
+        return self.word_embeddings.attend(x_BxPxE)
+
+
+class SelfAttention(nn.Module):
+    hidden_size: int
+    num_heads: int
+    init_std: float = 0.02
+    dropout_rate: float = 0.1
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BxLxH, bias_Bx1x1xL, deterministic: bool):
+        head_dim = self.hidden_size // self.num_heads
+
+        def project(name):
+            return nn.DenseGeneral((self.num_heads, head_dim), dtype=self.dtype, param_dtype=self.param_dtype,
+                                   kernel_init=normal_init(self.init_std, ("embed", "heads", "kv")),
+                                   bias_init=zeros_init(("heads", "kv")), name=name)(x_BxLxH)
+
+        q_BxLxNxD, k_BxLxNxD, v_BxLxNxD = project("query"), project("key"), project("value")
+        scores_BxNxLxL = jnp.einsum("bqnd,bknd->bnqk", q_BxLxNxD, k_BxLxNxD) / jnp.sqrt(head_dim).astype(self.dtype)
+        # Softmax in float32 even under bf16 compute: it is the numerically fragile part.
+        probs_BxNxLxL = jax.nn.softmax(scores_BxNxLxL.astype(jnp.float32) + bias_Bx1x1xL, axis=-1)
+        probs_BxNxLxL = nn.Dropout(self.dropout_rate)(probs_BxNxLxL, deterministic=deterministic)
+        context_BxLxNxD = jnp.einsum("bnqk,bknd->bqnd", probs_BxNxLxL.astype(self.dtype), v_BxLxNxD)
+        return nn.DenseGeneral(self.hidden_size, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
+                               kernel_init=normal_init(self.init_std, ("heads", "kv", "embed")),
+                               bias_init=zeros_init(("embed",)), name="output")(context_BxLxNxD)
+
+
+class TransformerBlock(nn.Module):
+    """One post-LN encoder layer; every model in the package stacks this block."""
+    hidden_size: int
+    num_heads: int
+    intermediate_size: int
+    activation: str = "gelu"
+    init_std: float = 0.02
+    eps: float = 1e-12
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.1
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BxLxH, bias_Bx1x1xL, deterministic: bool):
+        attended = SelfAttention(self.hidden_size, self.num_heads, self.init_std, self.attention_dropout_rate,
+                                 self.dtype, self.param_dtype, name="attention")(x_BxLxH, bias_Bx1x1xL, deterministic)
+        attended = nn.Dropout(self.dropout_rate)(attended, deterministic=deterministic)
+        x_BxLxH = LayerNorm(self.eps, self.dtype, self.param_dtype, name="attention_LayerNorm")(x_BxLxH + attended)
+        h_BxLxF = dense(self.intermediate_size, ("embed", "mlp"), self.init_std, self.dtype, self.param_dtype,
+                        "intermediate")(x_BxLxH)
+        h_BxLxF = ACTIVATIONS[self.activation](h_BxLxF)
+        h_BxLxH = dense(self.hidden_size, ("mlp", "embed"), self.init_std, self.dtype, self.param_dtype,
+                        "output")(h_BxLxF)
+        h_BxLxH = nn.Dropout(self.dropout_rate)(h_BxLxH, deterministic=deterministic)
+        return LayerNorm(self.eps, self.dtype, self.param_dtype, name="output_LayerNorm")(x_BxLxH + h_BxLxH)
+
+
+def attention_bias(attention_mask_BxL, dtype=jnp.float32):
+    """Additive mask: 0 where attended, a large negative number at padding."""
+    return jnp.where(attention_mask_BxL[:, None, None, :] > 0, 0.0, jnp.finfo(dtype).min).astype(dtype)
+
+
+class Encoder(nn.Module):
+    """`num_layers` TransformerBlocks, each with its own parameters (`layer_0`, `layer_1`, ...)."""
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    intermediate_size: int
+    activation: str = "gelu"
+    init_std: float = 0.02
+    eps: float = 1e-12
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.1
+    remat: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BxLxH, attention_mask_BxL, deterministic: bool):
+        bias_Bx1x1xL = attention_bias(attention_mask_BxL)
+        block = nn.remat(TransformerBlock, static_argnums=(3,)) if self.remat else TransformerBlock
+        for i in range(self.num_layers):
+            x_BxLxH = block(self.hidden_size, self.num_heads, self.intermediate_size, self.activation,
+                            self.init_std, self.eps, self.dropout_rate, self.attention_dropout_rate,
+                            self.dtype, self.param_dtype, name=f"layer_{i}")(x_BxLxH, bias_Bx1x1xL, deterministic)
+        return x_BxLxH

@@ -1,0 +1,47 @@
+"""Learning-rate schedules, AdamW with a decay mask, and gradient clipping."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from electra_jax.config import OptimizerConfig, ScheduleConfig
+
+NO_DECAY_NAMES = ("bias", "scale", "generator_lm_head_bias")  # biases and LayerNorm parameters
+
+
+def _segment(kind: str, peak: float, end: float, warmup: int, length: int, power: float) -> optax.Schedule:
+    """One warmup + decay period of `length` steps, counted from 0."""
+    if kind == "electra":
+        # google-research/electra: polynomial decay over the whole period, warmup multiplied in.
+        decay = optax.polynomial_schedule(peak, end, power, length)
+        return lambda step: decay(step) * jnp.minimum(1.0, step / max(warmup, 1))
+    decay_power = 1.0 if kind == "linear" else power
+    decay = optax.polynomial_schedule(peak, end, decay_power, length - warmup)
+    if warmup == 0:
+        return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
+
+
+def make_schedule(schedule: ScheduleConfig, peak_lr: float, total_steps: int) -> optax.Schedule:
+    """Warmup + decay; at each step in `schedule.restarts` the same shape starts over."""
+    bounds = [0, *schedule.restarts, total_steps]
+    segments = [_segment(schedule.kind, peak_lr, schedule.end_learning_rate, schedule.warmup_steps,
+                         stop - start, schedule.power) for start, stop in zip(bounds, bounds[1:])]
+    return optax.join_schedules(segments, bounds[1:-1]) if len(segments) > 1 else segments[0]
+
+
+def decay_mask(params):
+    """True for parameters that get weight decay: everything but biases and LayerNorm."""
+    def decays(path, _):
+        name = path[-1].key if hasattr(path[-1], "key") else str(path[-1])
+        return not (name in NO_DECAY_NAMES or "LayerNorm" in "/".join(str(getattr(p, "key", p)) for p in path))
+    return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def make_optimizer(config: OptimizerConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
+    adamw = optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps,
+                        weight_decay=config.weight_decay, mask=decay_mask)
+    if config.clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(config.clip_norm), adamw)
+    return adamw

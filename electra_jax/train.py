@@ -1,0 +1,295 @@
+"""ELECTRA pretraining: data -> sharded state -> jitted step -> metrics and checkpoints.
+
+Reads top to bottom: `prepare_data`, `build_model`, `init_state` (abstract, sharded), `make_train_step`
+(masking, generator sampling and both losses inside one jit), and `pretrain`, the loop.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from electra_jax import objectives
+from electra_jax.checkpoint import Checkpointer, abstract_with_shardings
+from electra_jax.config import Config, ConfigError, save_config, validate
+from electra_jax.data.default_corpus import write_default_corpus
+from electra_jax.data.pretraining import BatchLoader, build_examples, load_examples, save_examples
+from electra_jax.data.tokenizer import load_tokenizer, save_tokenizer, train_wordpiece
+from electra_jax.mesh import batch_sharding, logical_rules, make_mesh, replicated
+from electra_jax.metrics import MetricWriter, plot_metrics
+from electra_jax.models.electra import Electra
+from electra_jax.optim import make_optimizer, make_schedule
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecialIds:
+    pad: int
+    cls: int
+    sep: int
+    mask: int
+
+
+# ---------------------------------------------------------------------------- data
+
+def prepare_data(config: Config, run_dir: Path, log=print):
+    """Tokenizer and packed examples, cached in the run directory so a resumed run reuses them."""
+    data = config.data
+    files = [Path(f) for f in data.corpus]
+    for f in files:
+        if not f.is_file():
+            raise ConfigError(f"config: data.corpus file not found: {f}")
+    if not files:
+        files = [run_dir / "data" / "default_corpus.txt"]
+        if not files[0].exists():
+            write_default_corpus(files[0])
+            log(f"wrote the embedded default corpus to {files[0]}")
+    tokenizer_dir = run_dir / "tokenizer"
+    if data.tokenizer:
+        tokenizer = load_tokenizer(data.tokenizer)
+    elif (tokenizer_dir / "tokenizer.json").exists():
+        tokenizer = load_tokenizer(tokenizer_dir)
+    else:
+        log(f"training a WordPiece tokenizer (vocab {data.vocab_size}) on {len(files)} file(s)")
+        tokenizer = train_wordpiece(files, data.vocab_size, lowercase=data.lowercase,
+                                    strip_accents=data.strip_accents)
+        save_tokenizer(tokenizer, tokenizer_dir, lowercase=data.lowercase)
+    cache = run_dir / "data" / f"examples_L{data.seq_len}.npz"
+    if cache.exists():
+        examples = load_examples(cache)
+    else:
+        examples = build_examples(files, tokenizer, data.seq_len, data.short_seq_prob, data.seed,
+                                  data.blank_lines_separate_docs)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        save_examples(examples, cache)
+    specials = SpecialIds(*(tokenizer.token_to_id(t) for t in ("[PAD]", "[CLS]", "[SEP]", "[MASK]")))
+    return tokenizer, examples, specials
+
+
+def with_vocab(config: Config, tokenizer_vocab: int) -> Config:
+    if config.model.vocab_size == 0:
+        return dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer_vocab))
+    if config.model.vocab_size < tokenizer_vocab:
+        raise ConfigError(f"config: model.vocab_size={config.model.vocab_size} is smaller than the tokenizer's "
+                          f"{tokenizer_vocab} tokens; set it to 0 to take the tokenizer's size")
+    return config
+
+
+# ---------------------------------------------------------------------------- model and state
+
+def build_model(config: Config) -> Electra:
+    return Electra(config.model)
+
+
+def _dummy_inputs(config: Config):
+    ids = jnp.zeros((1, config.data.seq_len), jnp.int32)
+    return ids, ids, jnp.ones_like(ids), jnp.zeros((1, config.objective.max_predictions), jnp.int32)
+
+
+def init_state(config: Config, model: Electra, tx: optax.GradientTransformation, mesh):
+    """Abstract init -> logical partition specs -> mesh shardings -> jit(init, out_shardings).
+
+    Full-size parameters never materialise on one device. Returns (state, state_shardings).
+    """
+    def boxed_state(rng):
+        params = model.init({"params": rng}, *_dummy_inputs(config))["params"]
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+    rng = jax.random.key(config.train.seed)
+    abstract = jax.eval_shape(boxed_state, rng)
+    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, logical_rules(config))
+    state = jax.jit(lambda r: nn.unbox(boxed_state(r)), out_shardings=shardings)(rng)
+    return state, shardings
+
+
+def abstract_state(config: Config, model: Electra, tx, shardings):
+    def unboxed_state(rng):
+        params = nn.unbox(model.init({"params": rng}, *_dummy_inputs(config))["params"])
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    return abstract_with_shardings(jax.eval_shape(unboxed_state, jax.random.key(0)), shardings)
+
+
+# ---------------------------------------------------------------------------- the step
+
+def make_train_step(config: Config, model: Electra, tx, specials: SpecialIds):
+    obj, accum = config.objective, config.train.grad_accum_steps
+    base_rng = jax.random.key(config.train.seed + 1)
+
+    def train_step(state: TrainState, batch: dict):
+        rng = jax.random.fold_in(base_rng, state.step)
+        mask_rng, *micro_rngs = jax.random.split(rng, 1 + 3 * accum)
+        micro_rngs = jnp.stack(micro_rngs).reshape(accum, 3)  # per micro-batch: gen dropout, disc dropout, gumbel
+        input_ids, segment_ids = batch["input_ids"], batch["segment_ids"]
+        attention_mask = (input_ids != specials.pad).astype(jnp.int32)
+        maskable = ((input_ids != specials.pad) & (input_ids != specials.cls) & (input_ids != specials.sep)
+                    & (input_ids != specials.mask))
+        masked = objectives.mask_tokens(mask_rng, input_ids, maskable, mask_id=specials.mask,
+                                        mask_prob=obj.mask_prob, mask_token_prob=obj.mask_token_prob,
+                                        max_predictions=obj.max_predictions)
+        # Normalise once by the counts of the whole batch, so accumulation equals one big batch.
+        num_predictions = jnp.maximum(masked.weights_BxP.sum(), 1.0)
+        num_tokens = jnp.maximum(attention_mask.sum().astype(jnp.float32), 1.0)
+
+        def loss_fn(params, micro, rngs):
+            gen_rng, disc_rng, gumbel_rng = rngs
+            variables = {"params": params}
+            seg, att = micro["segment_ids"], micro["attention_mask"]
+
+            def gen_logits(ids, positions):
+                return model.apply(variables, ids, seg, att, positions, deterministic=False,
+                                   rngs={"dropout": gen_rng}, method=Electra.generator_logits)
+
+            def disc_logits(ids):
+                return model.apply(variables, ids, seg, att, deterministic=False, rngs={"dropout": disc_rng},
+                                   method=Electra.discriminator_logits)
+
+            sums = objectives.electra_sums(gen_logits, disc_logits, gumbel_rng, micro["masked"],
+                                           micro["input_ids"], att, obj.temperature)
+            return objectives.electra_loss(sums, num_predictions, num_tokens, obj.discriminator_weight), sums
+
+        grad_fn = jax.grad(loss_fn, has_aux=True)
+        whole = {"input_ids": input_ids, "segment_ids": segment_ids, "attention_mask": attention_mask,
+                 "masked": masked}
+        if accum == 1:
+            grads, sums = grad_fn(state.params, whole, micro_rngs[0])
+        else:
+            micro_batches = jax.tree.map(lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), whole)
+
+            def accumulate(carry, inputs):
+                grads, sums = grad_fn(state.params, *inputs)
+                return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+            zero_sums = objectives.Sums(*[jnp.zeros((), jnp.float32)] * len(objectives.Sums._fields))
+            zeros = (jax.tree.map(jnp.zeros_like, state.params), zero_sums)
+            (grads, sums), _ = jax.lax.scan(accumulate, zeros, (micro_batches, micro_rngs))
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = objectives.electra_metrics(sums, obj.discriminator_weight)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["param_norm"] = optax.global_norm(params)
+        metrics["tokens"] = num_tokens
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return train_step
+
+
+# ---------------------------------------------------------------------------- the loop
+
+def _to_host(metrics) -> dict[str, float]:
+    return {name: float(value) for name, value in jax.device_get(metrics).items()}
+
+
+def _check_finite(step: int, values: dict[str, float], checkpointer: Checkpointer) -> None:
+    bad = [name for name in ("loss", "grad_norm", "param_norm") if not math.isfinite(values[name])]
+    if bad:
+        checkpointer.wait()  # let an in-flight save of an earlier, good step finish intact
+        latest = checkpointer.latest_step()
+        raise NonFiniteLossError(
+            f"non-finite {', '.join(bad)} at step {step} (loss={values['loss']}); stopped without saving. "
+            f"Last good checkpoint: step {latest}. Lower optimizer.learning_rate or check the data, then rerun "
+            f"to resume.")
+
+
+def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = True) -> dict:
+    """Train (or resume) in `run_dir`; returns a summary of the run."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    validate(config, jax.device_count())  # mesh and batch errors before any data work or compile
+    tokenizer, examples, specials = prepare_data(config, run_dir, log)
+    config = with_vocab(config, tokenizer.get_vocab_size())
+    save_config(config, run_dir / "config.yaml")
+    is_main = jax.process_index() == 0
+
+    mesh = make_mesh(config)
+    model = build_model(config)
+    schedule = make_schedule(config.schedule, config.optimizer.learning_rate, config.train.steps)
+    tx = make_optimizer(config.optimizer, schedule)
+    checkpointer = Checkpointer(run_dir / "checkpoints", config.checkpoint)
+    state, shardings = init_state(config, model, tx, mesh)
+    start = checkpointer.latest_step() or 0
+    if start:
+        state, _ = checkpointer.restore(start, abstract_state(config, model, tx, shardings))
+        log(f"resumed from step {start} in {run_dir / 'checkpoints'}")
+    end = config.train.steps
+    if config.train.stop_after:
+        end = min(end, start + config.train.stop_after)
+
+    rules = logical_rules(config)
+    batch_spec = batch_sharding(mesh, rules)
+    loader = BatchLoader(examples, config.train.batch_size, config.data.seed, jax.process_index(),
+                         jax.process_count())
+    step_fn = jax.jit(make_train_step(config, model, tx, specials), donate_argnums=0,
+                      in_shardings=(shardings, batch_spec), out_shardings=(shardings, replicated(mesh)))
+
+    def global_batch(step):
+        return {name: jax.make_array_from_process_local_data(batch_spec, array)
+                for name, array in loader.local_batch(step).items()}
+
+    writer = MetricWriter(run_dir, enabled=is_main)
+    bar = None
+    if progress and is_main:
+        from tqdm import tqdm
+        bar = tqdm(total=end, initial=start, desc="pretrain", unit="step", mininterval=2.0, dynamic_ncols=True)
+    pending = None  # (step, device metrics): fetched one step late so logging never stalls the device
+    last_values: dict[str, float] = {}
+    window_tokens, window_start = 0.0, time.perf_counter()
+
+    def handle(step, metrics, force_log=False):
+        nonlocal last_values, window_tokens, window_start
+        values = _to_host(metrics)
+        _check_finite(step, values, checkpointer)
+        values["learning_rate"] = float(schedule(step - 1))
+        window_tokens += values["tokens"]
+        if step % config.train.log_every == 0 or force_log or step == end:
+            now = time.perf_counter()
+            values["tokens_per_second"] = window_tokens / max(now - window_start, 1e-9)
+            window_tokens, window_start = 0.0, now
+            writer.write(step, values)
+            if bar is not None:
+                bar.set_postfix(loss=f"{values['loss']:.3f}", f1=f"{values['replaced_f1']:.3f}",
+                                tok_s=f"{values['tokens_per_second']:.0f}", refresh=False)
+        last_values = values
+
+    try:
+        for step in range(start + 1, end + 1):
+            state, metrics = step_fn(state, global_batch(step - 1))
+            if pending is not None:
+                handle(*pending)
+            pending = (step, metrics)
+            if bar is not None:
+                bar.update(1)
+            if step % config.checkpoint.every_steps == 0 or step == end:
+                handle(*pending)  # never save a state whose loss we have not seen to be finite
+                pending = None
+                checkpointer.save(step, state, loader.state(step))
+        if pending is not None:
+            handle(*pending)
+    finally:
+        if bar is not None:
+            bar.close()
+        writer.close()
+        checkpointer.close()
+    plot = plot_metrics(writer.path, run_dir / "curves.png") if is_main and writer.path.exists() else None
+    return {"run_dir": run_dir, "start_step": start, "end_step": end, "final": last_values,
+            "checkpoints": run_dir / "checkpoints", "metrics": writer.path, "plot": plot,
+            "tensorboard": run_dir / "tensorboard"}
