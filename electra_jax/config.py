@@ -99,7 +99,7 @@ class MeshConfig:
     tensor: int = 1
     logical_axis_rules: tuple[tuple[str, typing.Any], ...] = (
         ("batch", ("data", "fsdp")),
-        ("vocab", "tensor"),
+        ("vocab", None),  # vocabularies are rarely divisible by a mesh axis; the tables are small
         ("embed", "fsdp"),
         ("mlp", "tensor"),
         ("heads", "tensor"),
@@ -117,7 +117,7 @@ class CheckpointConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1000
+    steps: int = 1_000_000
     batch_size: int = 128
     grad_accum_steps: int = 1
     seed: int = 0
@@ -173,6 +173,11 @@ def _coerce(value, annotation, name: str):
             raise ConfigError(f"config: {name} must be an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads "5e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config: {name} must be a number, got {value!r}")
         return float(value)
@@ -355,6 +360,12 @@ def validate_mesh(config: Config, num_devices: int | None) -> None:
     if micro % (data * fsdp):
         raise ConfigError(f"config: micro-batch {micro} (train.batch_size / train.grad_accum_steps) is not "
                           f"divisible by the data axes mesh.data*mesh.fsdp = {data * fsdp}")
-    for name, heads in (("model.num_heads", m.num_heads), ("generator heads", m.generator_num_heads)):
-        if heads % tensor:
-            raise ConfigError(f"config: {name}={heads} is not divisible by mesh.tensor={tensor}")
+    for name, size, axis, axis_size in (
+            ("model.num_heads", m.num_heads, "mesh.tensor", tensor),
+            ("generator heads (from model.generator_fraction)", m.generator_num_heads, "mesh.tensor", tensor),
+            ("model.intermediate_size", m.intermediate_size, "mesh.tensor", tensor),
+            ("model.hidden_size", m.hidden_size, "mesh.fsdp", fsdp),
+            ("model.embedding_size", m.embedding_size, "mesh.fsdp", fsdp),
+            ("generator hidden size (from model.generator_fraction)", m.generator_hidden_size, "mesh.fsdp", fsdp)):
+        if size % axis_size:
+            raise ConfigError(f"config: {name}={size} is not divisible by {axis}={axis_size}")

@@ -34,8 +34,9 @@ def make_schedule(schedule: ScheduleConfig, peak_lr: float, total_steps: int) ->
 def decay_mask(params):
     """True for parameters that get weight decay: everything but biases and LayerNorm."""
     def decays(path, _):
-        name = path[-1].key if hasattr(path[-1], "key") else str(path[-1])
-        return not (name in NO_DECAY_NAMES or "LayerNorm" in "/".join(str(getattr(p, "key", p)) for p in path))
+        # Only dict keys name parameters; boxed (Partitioned) trees add an attribute key after them.
+        names = [p.key for p in path if isinstance(p, jax.tree_util.DictKey)]
+        return not (names[-1] in NO_DECAY_NAMES or any("LayerNorm" in n for n in names))
     return jax.tree_util.tree_map_with_path(decays, params)
 
 

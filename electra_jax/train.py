@@ -6,11 +6,10 @@ Reads top to bottom: `prepare_data`, `build_model`, `init_state` (abstract, shar
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -185,12 +184,34 @@ def make_train_step(config: Config, model: Electra, tx, specials: SpecialIds):
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = objectives.electra_metrics(sums, obj.discriminator_weight)
-        metrics["grad_norm"] = optax.global_norm(grads)
-        metrics["param_norm"] = optax.global_norm(params)
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        metrics["param_norm"] = optax.tree.norm(params)
         metrics["tokens"] = num_tokens
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return train_step
+
+
+class Training(NamedTuple):
+    model: Electra
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    state: TrainState
+    shardings: Any  # of the state
+    batch_sharding: Any
+    step_fn: Any  # jitted (state, batch) -> (state, metrics); donates the state
+
+
+def setup_training(config: Config, mesh, specials: SpecialIds) -> Training:
+    """Model, optimizer, freshly initialised sharded state and the jitted step for one mesh."""
+    model = build_model(config)
+    schedule = make_schedule(config.schedule, config.optimizer.learning_rate, config.train.steps)
+    tx = make_optimizer(config.optimizer, schedule)
+    state, shardings = init_state(config, model, tx, mesh)
+    batch_spec = batch_sharding(mesh, logical_rules(config))
+    step_fn = jax.jit(make_train_step(config, model, tx, specials), donate_argnums=0,
+                      in_shardings=(shardings, batch_spec), out_shardings=(shardings, replicated(mesh)))
+    return Training(model, tx, schedule, state, shardings, batch_spec, step_fn)
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -221,25 +242,21 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
     is_main = jax.process_index() == 0
 
     mesh = make_mesh(config)
-    model = build_model(config)
-    schedule = make_schedule(config.schedule, config.optimizer.learning_rate, config.train.steps)
-    tx = make_optimizer(config.optimizer, schedule)
+    training = setup_training(config, mesh, specials)
+    state, schedule = training.state, training.schedule
     checkpointer = Checkpointer(run_dir / "checkpoints", config.checkpoint)
-    state, shardings = init_state(config, model, tx, mesh)
     start = checkpointer.latest_step() or 0
     if start:
-        state, _ = checkpointer.restore(start, abstract_state(config, model, tx, shardings))
+        state, _ = checkpointer.restore(start, abstract_state(config, training.model, training.tx,
+                                                              training.shardings))
         log(f"resumed from step {start} in {run_dir / 'checkpoints'}")
     end = config.train.steps
     if config.train.stop_after:
         end = min(end, start + config.train.stop_after)
 
-    rules = logical_rules(config)
-    batch_spec = batch_sharding(mesh, rules)
     loader = BatchLoader(examples, config.train.batch_size, config.data.seed, jax.process_index(),
                          jax.process_count())
-    step_fn = jax.jit(make_train_step(config, model, tx, specials), donate_argnums=0,
-                      in_shardings=(shardings, batch_spec), out_shardings=(shardings, replicated(mesh)))
+    step_fn, batch_spec = training.step_fn, training.batch_sharding
 
     def global_batch(step):
         return {name: jax.make_array_from_process_local_data(batch_spec, array)

@@ -25,23 +25,6 @@ ADVERBS = ["i dag", "i går", "om morgenen", "om aftenen", "hver dag", "nu", "st
 NUMBER_WORDS = ["nul", "en", "to", "tre", "fire", "fem", "seks", "syv", "otte", "ni", "ti", "elleve", "tolv"]
 
 
-def _noun_phrase(rng: random.Random) -> str:
-    noun = rng.choice(list(NOUNS))
-    gender, plural = NOUNS[noun]
-    adjective = rng.choice(ADJECTIVES)
-    roll = rng.random()
-    if roll < 0.4:  # indefinite singular: en/et + adjective (+t for neuter)
-        article = "en" if gender == "c" else "et"
-        adjective = adjective + "t" if gender == "n" and adjective[-1] not in "te" and adjective != "lille" else adjective
-        return f"{article} {adjective} {noun}"
-    if roll < 0.7:  # definite singular: den/det + adjective-e
-        article = "den" if gender == "c" else "det"
-        return f"{article} {_definite(adjective)} {noun}"
-    if roll < 0.85:  # plural with number
-        return f"{rng.choice(NUMBER_WORDS[2:])} {_plural_adjective(adjective)} {plural}"
-    return f"de {_plural_adjective(adjective)} {plural}"
-
-
 def _definite(adjective: str) -> str:
     return {"lille": "lille", "ny": "nye", "blå": "blå", "gammel": "gamle", "grøn": "grønne"}.get(
         adjective, adjective if adjective.endswith("e") else adjective + "e")
@@ -51,35 +34,46 @@ def _plural_adjective(adjective: str) -> str:
     return {"lille": "små"}.get(adjective, _definite(adjective))
 
 
-def _sentence(rng: random.Random, topic_person: str, topic_place: str) -> str:
-    roll = rng.random()
-    if roll < 0.3:
-        s = f"{_noun_phrase(rng)} {rng.choice(VERBS_INTRANSITIVE)} {rng.choice(ADVERBS)}"
-    elif roll < 0.6:
-        s = f"{topic_person} {rng.choice(VERBS_TRANSITIVE)} {_noun_phrase(rng)} i {topic_place}"
-    elif roll < 0.75:
-        start = rng.randrange(0, len(NUMBER_WORDS) - 4)
-        run = ", ".join(NUMBER_WORDS[start:start + rng.randint(3, 5)])
-        s = f"{topic_person} tæller {run}"
-    elif roll < 0.9:
-        s = f"i {topic_place} {rng.choice(VERBS_TRANSITIVE)} {topic_person} {_noun_phrase(rng)} {rng.choice(ADVERBS)}"
-    else:
-        s = f"{_noun_phrase(rng)} og {_noun_phrase(rng)} {rng.choice(VERBS_INTRANSITIVE)}"
-    return s[0].upper() + s[1:] + "."
+def _definite_phrase(noun: str, adjective: str) -> str:
+    return f"{'den' if NOUNS[noun][0] == 'c' else 'det'} {_definite(adjective)} {noun}"
+
+
+def _indefinite_phrase(noun: str, adjective: str) -> str:
+    gender = NOUNS[noun][0]
+    if gender == "n" and adjective[-1] not in "te" and adjective != "lille":
+        adjective += "t"
+    return f"{'en' if gender == 'c' else 'et'} {adjective} {noun}"
+
+
+def _document(rng: random.Random) -> list[str]:
+    """Each document fixes a cast (person, place, thing, colour, action) and keeps reusing it, so most
+    tokens are predictable from the rest of the document: a wrong replacement stands out."""
+    person, friend = rng.sample(PEOPLE, 2)
+    place = rng.choice(PLACES)
+    noun, adjective = rng.choice(list(NOUNS)), rng.choice(ADJECTIVES)
+    verb, rest = rng.choice(VERBS_TRANSITIVE), rng.choice(VERBS_INTRANSITIVE)
+    count_from = rng.randrange(0, len(NUMBER_WORDS) - 5)
+    templates = [
+        lambda: f"{person} bor i {place}",
+        lambda: f"{person} har {_indefinite_phrase(noun, adjective)}",
+        lambda: f"{_definite_phrase(noun, adjective)} {rest} {rng.choice(ADVERBS)}",
+        lambda: f"i {place} {verb} {person} {_definite_phrase(noun, adjective)}",
+        lambda: f"{friend} besøger {person} i {place}",
+        lambda: f"{person} og {friend} {verb} {_indefinite_phrase(noun, adjective)}",
+        lambda: f"{person} tæller {', '.join(NUMBER_WORDS[count_from:count_from + rng.randint(3, 5)])}",
+        lambda: f"{NUMBER_WORDS[count_from + 2]} {_plural_adjective(adjective)} {NOUNS[noun][1]} {rest}",
+    ]
+    lines = []
+    for _ in range(rng.randint(3, 7)):
+        sentences = [rng.choice(templates)() for _ in range(rng.randint(1, 3))]
+        lines.append(" ".join(s[0].upper() + s[1:] + "." for s in sentences))
+    return lines
 
 
 def generate_corpus(num_documents: int = 3000, seed: int = 1234) -> str:
     """Paragraph-per-line text, documents separated by blank lines."""
     rng = random.Random(seed)
-    documents = []
-    for _ in range(num_documents):
-        person, place = rng.choice(PEOPLE), rng.choice(PLACES)
-        lines = [" ".join(_sentence(rng, person, place) for _ in range(rng.randint(1, 3)))
-                 for _ in range(rng.randint(2, 6))]
-        documents.append("\n".join(lines))
-    return "\n\n".join(documents) + "\n"
-
-
+    return "\n\n".join("\n".join(_document(rng)) for _ in range(num_documents)) + "\n"
 def write_default_corpus(path: str | Path, num_documents: int = 3000, seed: int = 1234) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

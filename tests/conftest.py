@@ -1,0 +1,33 @@
+import os
+
+# Eight fake CPU devices for the sharding tests; must be set before jax is imported anywhere.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# A model small enough to compile and step in a second or two.
+TINY = [
+    "model.embedding_size=16", "model.hidden_size=32", "model.num_layers=2", "model.num_heads=2",
+    "model.intermediate_size=64", "model.generator_fraction=0.5", "model.max_position_embeddings=32",
+    "data.seq_len=32", "data.vocab_size=300", "objective.max_predictions=5",
+    "train.batch_size=16", "train.log_every=1", "schedule.warmup_steps=2", "mesh.data=1",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    from electra_jax.data.default_corpus import write_default_corpus
+    return write_default_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", num_documents=300)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (only the project's own checkout has it)")
+    return SHARED_DATA

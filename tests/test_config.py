@@ -1,0 +1,79 @@
+import subprocess
+import sys
+
+import pytest
+
+from electra_jax.config import ConfigError, load_config, mesh_shape, validate
+from tests.conftest import REPO
+
+PRESETS = ["electra_smoke", "electra_small", "electra_small_plus", "electra_medium", "electra_base", "electra_large"]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_load(name):
+    config = load_config(REPO / "configs" / f"{name}.yaml")
+    assert config.model.hidden_size % config.model.num_heads == 0
+
+
+def test_paper_dimensions():
+    small = load_config(REPO / "configs" / "electra_small.yaml")
+    m = small.model
+    assert (m.num_layers, m.hidden_size, m.embedding_size, m.num_heads, m.intermediate_size) == (12, 256, 128, 4, 1024)
+    assert (m.generator_hidden_size, m.generator_num_heads, m.generator_intermediate_size) == (64, 1, 256)
+    assert small.optimizer.learning_rate == 5e-4 and small.train.batch_size == 128 and small.train.steps == 1_000_000
+    assert load_config(REPO / "configs" / "electra_small_plus.yaml").model.generator_fraction == 1.0
+    base = load_config(REPO / "configs" / "electra_base.yaml")
+    assert base.model.generator_hidden_size == 256 and base.model.generator_num_heads == 4
+    assert base.data.seq_len == 512 and base.optimizer.learning_rate == 2e-4
+    large = load_config(REPO / "configs" / "electra_large.yaml")
+    assert large.objective.mask_prob == 0.25 and large.model.num_layers == 24
+
+
+def test_overrides_and_yaml_numbers():
+    config = load_config(REPO / "configs" / "electra_smoke.yaml", ["train.steps=7", "optimizer.learning_rate=3e-3",
+                                                                   "data.corpus=[a.txt, b.txt]"])
+    assert config.train.steps == 7 and config.optimizer.learning_rate == 3e-3
+    assert config.data.corpus == ("a.txt", "b.txt")
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (["train.stpes=10"], "train.stpes"),
+    (["nonsense.steps=10"], "nonsense"),
+    (["train.steps=ten"], "train.steps"),
+    (["train.steps=1.5"], "train.steps"),
+    (["data.lowercase=maybe"], "data.lowercase"),
+    (["model.num_heads=3"], "model.num_heads"),
+    (["model.generator_fraction=0"], "model.generator_fraction"),
+    (["model.dtype=float16"], "model.dtype"),
+    (["train.grad_accum_steps=5"], "train.grad_accum_steps"),
+    (["data.seq_len=1024"], "data.seq_len"),
+    (["schedule.restarts=[200, 100]"], "schedule.restarts"),
+    (["schedule.warmup_steps=400"], "schedule.warmup_steps"),
+    (["objective.max_predictions=100"], "objective.max_predictions"),
+])
+def test_config_errors_name_the_field(overrides, field):
+    with pytest.raises(ConfigError) as err:
+        load_config(REPO / "configs" / "electra_smoke.yaml", overrides)
+    message = str(err.value)
+    assert field in message and "\n" not in message
+
+
+def test_mesh_errors():
+    config = load_config(REPO / "configs" / "electra_smoke.yaml", ["mesh.data=4", "mesh.fsdp=1"])
+    with pytest.raises(ConfigError, match="does not match the 8 available devices"):
+        validate(config, 8)
+    config = load_config(REPO / "configs" / "electra_smoke.yaml", ["train.batch_size=12", "mesh.data=-1"])
+    with pytest.raises(ConfigError, match="divisible by the data axes"):
+        validate(config, 8)
+    config = load_config(REPO / "configs" / "electra_smoke.yaml", ["mesh.data=-1", "mesh.tensor=4"])
+    with pytest.raises(ConfigError, match="model.num_heads=2 is not divisible by mesh.tensor=4"):
+        validate(config, 8)
+    assert mesh_shape(load_config(None, ["mesh.data=-1", "mesh.fsdp=2"]), 8) == (4, 2, 1)
+
+
+def test_cli_reports_config_error_in_one_line():
+    result = subprocess.run([sys.executable, "-m", "electra_jax", "pretrain", "--config",
+                             str(REPO / "configs" / "electra_smoke.yaml"), "train.stpes=3"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "train.stpes" in result.stderr

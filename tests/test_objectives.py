@@ -1,0 +1,82 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from electra_jax import objectives
+
+PAD, CLS, SEP, MASK = 0, 2, 3, 4
+
+
+def _batch(num=256, length=64, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, 1000, size=(num, length)).astype(np.int32)
+    lengths = rng.integers(10, length + 1, size=num)
+    for row, n in enumerate(lengths):
+        ids[row, 0] = CLS
+        ids[row, n // 2] = SEP
+        ids[row, n - 1] = SEP
+        ids[row, n:] = PAD
+    ids[:8, 5] = MASK  # an input [MASK] must never be selected either
+    return jnp.asarray(ids)
+
+
+def test_masking_statistics_over_many_draws():
+    ids = _batch()
+    maskable = (ids != PAD) & (ids != CLS) & (ids != SEP) & (ids != MASK)
+    selected_total = chosen_mask = kept = 0
+    for draw in range(20):
+        m = objectives.mask_tokens(jax.random.key(draw), ids, maskable, mask_id=MASK, mask_prob=0.15,
+                                   mask_token_prob=0.85, max_predictions=20)
+        positions, weights = np.asarray(m.positions_BxP), np.asarray(m.weights_BxP) > 0
+        masked_ids, original = np.asarray(m.input_ids_BxL), np.asarray(ids)
+        rows = np.nonzero(weights)[0]
+        sel_pos = positions[weights]
+        # Specials and padding are never selected; labels are the originals; positions are distinct.
+        assert np.asarray(maskable)[rows, sel_pos].all()
+        assert (np.asarray(m.labels_BxP)[weights] == original[rows, sel_pos]).all()
+        for row in range(len(ids)):
+            p = positions[row][weights[row]]
+            assert len(set(p.tolist())) == len(p)
+            expected = min(20, max(1, round(float(maskable[row].sum()) * 0.15)))
+            assert len(p) == expected
+        # Nothing outside the selected positions changes; inside, either [MASK] or unchanged (no random token).
+        changed = masked_ids != original
+        selected = np.zeros_like(changed)
+        selected[rows, sel_pos] = True
+        assert not (changed & ~selected).any()
+        assert (masked_ids[changed] == MASK).all()
+        selected_total += weights.sum()
+        chosen_mask += (masked_ids[rows, sel_pos] == MASK).sum()
+        kept += (masked_ids[rows, sel_pos] == original[rows, sel_pos]).sum()
+    assert abs(chosen_mask / selected_total - 0.85) < 0.02
+    assert abs(kept / selected_total - 0.15) < 0.02
+    # Selected fraction of maskable tokens: 15% up to rounding.
+    fraction = selected_total / (20 * float(maskable.sum()))
+    assert abs(fraction - 0.15) < 0.01
+
+
+def test_replaced_only_where_sample_differs():
+    ids = jnp.array([[CLS, 10, 11, 12, 13, SEP, PAD, PAD]], jnp.int32)
+    masked = objectives.Masked(input_ids_BxL=ids.at[0, 1].set(MASK).at[0, 2].set(MASK),
+                               positions_BxP=jnp.array([[1, 2, 3]]), labels_BxP=jnp.array([[10, 11, 12]]),
+                               weights_BxP=jnp.array([[1.0, 1.0, 1.0]]))
+    vocab = 20
+    # The generator is certain: position 1 -> 10 (the original), 2 -> 15, 3 -> 12 (original, kept unmasked).
+    logits = jnp.full((1, 3, vocab), -1e4).at[0, 0, 10].set(0).at[0, 1, 15].set(0).at[0, 2, 12].set(0)
+    seen = {}
+
+    def disc(corrupted):
+        seen["ids"] = corrupted
+        return jnp.zeros(corrupted.shape)
+
+    sums = objectives.electra_sums(lambda i, p: logits, disc, jax.random.key(0), masked, ids,
+                                   (ids != PAD).astype(jnp.int32), 1.0)
+    assert seen["ids"].tolist() == [[CLS, 10, 15, 12, 13, SEP, PAD, PAD]]
+    assert float(sums.replaced) == 1.0 and float(sums.num_tokens) == 6.0 and float(sums.num_predictions) == 3.0
+
+
+def test_gumbel_sampling_follows_softmax():
+    logits = jnp.log(jnp.array([[[0.7, 0.2, 0.1]]]))
+    samples = jax.vmap(lambda k: objectives.gumbel_sample(k, logits))(jax.random.split(jax.random.key(0), 20000))
+    freq = np.bincount(np.asarray(samples).ravel(), minlength=3) / 20000
+    np.testing.assert_allclose(freq, [0.7, 0.2, 0.1], atol=0.015)

@@ -1,0 +1,57 @@
+"""End-to-end runs of `electra-jax pretrain` in fresh processes: exact resume and the NaN stop."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, TINY
+
+
+def _run(run_dir, *overrides, corpus):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as a user has
+    command = [sys.executable, "-m", "electra_jax", "pretrain", "--config", str(REPO / "configs" / "electra_smoke.yaml"),
+               "--run-dir", str(run_dir), "--no-progress", *TINY, f"data.corpus=[{corpus}]", *overrides]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+
+
+def _losses(run_dir):
+    records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records}
+
+
+def test_exact_resume_in_a_new_process(tmp_path, tiny_corpus):
+    straight = _run(tmp_path / "straight", "train.steps=20", "checkpoint.every_steps=5", corpus=tiny_corpus)
+    assert straight.returncode == 0, straight.stderr
+    first = _run(tmp_path / "resumed", "train.steps=20", "train.stop_after=10", "checkpoint.every_steps=5",
+                 corpus=tiny_corpus)
+    assert first.returncode == 0, first.stderr
+    second = _run(tmp_path / "resumed", "train.steps=20", "checkpoint.every_steps=5", corpus=tiny_corpus)
+    assert second.returncode == 0, second.stderr
+    assert "resumed from step 10" in second.stdout + second.stderr
+    a, b = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
+    assert sorted(a) == sorted(b) == list(range(1, 21))
+    np.testing.assert_allclose([b[s] for s in range(1, 21)], [a[s] for s in range(1, 21)], rtol=0, atol=1e-6)
+    for name in ("curves.png", "config.yaml", "tokenizer/tokenizer.json"):
+        assert (tmp_path / "resumed" / name).exists()
+    assert list((tmp_path / "resumed" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tiny_corpus):
+    run_dir = tmp_path / "run"
+    good = _run(run_dir, "train.steps=4", "checkpoint.every_steps=2", corpus=tiny_corpus)
+    assert good.returncode == 0, good.stderr
+    checkpoints = run_dir / "checkpoints"
+    before = {p.name: sorted(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in checkpoints.iterdir()}
+    assert sorted(before) == ["2", "4"]
+    # An absurd learning rate drives the parameters to overflow within a few steps.
+    bad = _run(run_dir, "train.steps=40", "checkpoint.every_steps=100", "optimizer.learning_rate=1e30",
+               corpus=tiny_corpus)
+    assert bad.returncode == 3, bad.stdout + bad.stderr
+    error = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "non-finite" in error[0] and "Last good checkpoint: step 4" in error[0]
+    after = {p.name: sorted(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in checkpoints.iterdir()}
+    assert after == before
