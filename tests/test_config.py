@@ -30,9 +30,9 @@ def test_paper_dimensions():
 
 
 def test_overrides_and_yaml_numbers():
-    config = load_config(REPO / "configs" / "electra_smoke.yaml", ["train.steps=7", "optimizer.learning_rate=3e-3",
+    config = load_config(REPO / "configs" / "electra_smoke.yaml", ["train.steps=70", "optimizer.learning_rate=3e-3",
                                                                    "data.corpus=[a.txt, b.txt]"])
-    assert config.train.steps == 7 and config.optimizer.learning_rate == 3e-3
+    assert config.train.steps == 70 and config.optimizer.learning_rate == 3e-3
     assert config.data.corpus == ("a.txt", "b.txt")
 
 

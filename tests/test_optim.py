@@ -17,7 +17,7 @@ def _at(kind, steps, **kw):
 
 def test_linear_warmup_then_decay():
     v = _at("linear", [0, 50, 100, 550, 999, 1000], warmup_steps=100)
-    np.testing.assert_allclose(v, [0, PEAK / 2, PEAK, PEAK / 2, PEAK / 900, 0], rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(v, [0, PEAK / 2, PEAK, PEAK / 2, PEAK / 900, 0], rtol=1e-4, atol=1e-12)  # float32
 
 
 def test_polynomial_decay():

@@ -1,0 +1,174 @@
+"""ELECTRA-small (paper dims) train step on this CPU: electra-jax against HF PyTorch, same run.
+
+Both sides do the same work: ELECTRA masking, generator (ElectraForMaskedLM dims) logits only at the
+masked positions, Gumbel sampling, discriminator (ElectraForPreTraining) on the corrupted input,
+loss = MLM + 50 * RTD, global-norm clipping and AdamW, with the same thread count. Prints tokens/s
+for each, their ratio, and each side's MFU against this CPU's fp32 matmul peak measured here.
+
+    python benchmarks/train_step.py [--batch 32] [--seq 128] [--steps 5]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+
+def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
+    """Best fp32 matmul throughput on this CPU, from JAX (XLA) and PyTorch, whichever is higher."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size)), jnp.float32)
+    matmul = jax.jit(lambda x, y: x @ y)
+    matmul(a, a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    t = torch.from_numpy(np.asarray(a))
+    torch.mm(t, t)
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(t, t)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best
+
+
+def synthetic_batch(batch: int, seq: int, vocab: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, vocab, size=(batch, seq)).astype(np.int32)
+    ids[:, 0], ids[:, seq // 2], ids[:, -1] = 2, 3, 3  # [CLS] A [SEP] B [SEP]
+    segments = np.zeros_like(ids)
+    segments[:, seq // 2 + 1:] = 1
+    return ids, segments
+
+
+def time_steps(step, steps: int, warmup: int = 2) -> float:
+    for _ in range(warmup):  # compile / allocator warm-up; async dispatch makes first steps lie
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def jax_step_time(config, ids, segments, steps: int) -> float:
+    import jax
+    from electra_jax.mesh import make_mesh
+    from electra_jax.train import SpecialIds, setup_training
+
+    training = setup_training(config, make_mesh(config, jax.devices()[:1]), SpecialIds(pad=0, cls=2, sep=3, mask=4))
+    batch = {"input_ids": jax.device_put(ids, training.batch_sharding),
+             "segment_ids": jax.device_put(segments, training.batch_sharding)}
+    holder = {"state": training.state}
+
+    def step():
+        holder["state"], metrics = training.step_fn(holder["state"], batch)
+        metrics["loss"].block_until_ready()
+
+    return time_steps(step, steps)
+
+
+def torch_step_time(config, ids, segments, steps: int) -> float:
+    import torch
+    import torch.nn.functional as F
+    from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
+
+    m, obj = config.model, config.objective
+    common = dict(vocab_size=m.vocab_size, embedding_size=m.embedding_size, num_hidden_layers=m.num_layers,
+                  max_position_embeddings=m.max_position_embeddings, hidden_act="gelu", layer_norm_eps=1e-12,
+                  hidden_dropout_prob=m.dropout_rate, attention_probs_dropout_prob=m.attention_dropout_rate)
+    generator = ElectraForMaskedLM(ElectraConfig(hidden_size=m.generator_hidden_size,
+                                                 num_attention_heads=m.generator_num_heads,
+                                                 intermediate_size=m.generator_intermediate_size, **common))
+    discriminator = ElectraForPreTraining(ElectraConfig(hidden_size=m.hidden_size, num_attention_heads=m.num_heads,
+                                                        intermediate_size=m.intermediate_size, **common))
+    # ELECTRA sharing: one embedding module; the generator head tied to the shared word embeddings.
+    generator.electra.embeddings = discriminator.electra.embeddings
+    generator.generator_lm_head.weight = discriminator.electra.embeddings.word_embeddings.weight
+    params = {id(p): p for p in [*generator.parameters(), *discriminator.parameters()]}.values()
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=config.optimizer.learning_rate, eps=1e-6)
+    generator.train()
+    discriminator.train()
+    input_ids = torch.from_numpy(ids).long()
+    token_types = torch.from_numpy(segments).long()
+    attention = torch.ones_like(input_ids)
+    maskable = (input_ids != 0) & (input_ids != 2) & (input_ids != 3) & (input_ids != 4)
+    num_predict = maskable.sum(1).mul(obj.mask_prob).round().clamp(1, obj.max_predictions)
+    all_params = list(params)
+
+    def step():
+        scores = torch.where(maskable, torch.rand(input_ids.shape), torch.full(input_ids.shape, -1.0))
+        positions = scores.topk(obj.max_predictions, dim=1).indices
+        weights = (torch.arange(obj.max_predictions)[None] < num_predict[:, None]).float()
+        labels = input_ids.gather(1, positions)
+        use_mask = (torch.rand(positions.shape) < obj.mask_token_prob) & (weights > 0)
+        masked = input_ids.scatter(1, positions, torch.where(use_mask, torch.full_like(positions, 4), labels))
+        hidden = generator.electra(masked, attention_mask=attention, token_type_ids=token_types).last_hidden_state
+        hidden = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
+        logits = generator.generator_lm_head(generator.generator_predictions(hidden))
+        mlm = (F.cross_entropy(logits.transpose(1, 2), labels, reduction="none") * weights).sum() / weights.sum()
+        with torch.no_grad():
+            gumbel = -torch.log(-torch.log(torch.rand(logits.shape).clamp_min(1e-20)))
+            sampled = (logits / obj.temperature + gumbel).argmax(-1)
+        corrupted = masked.scatter(1, positions, torch.where(weights > 0, sampled, masked.gather(1, positions)))
+        replaced = (corrupted != input_ids).float()
+        disc_logits = discriminator(corrupted, attention_mask=attention, token_type_ids=token_types).logits
+        rtd = F.binary_cross_entropy_with_logits(disc_logits, replaced)
+        loss = mlm + obj.discriminator_weight * rtd
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(all_params, config.optimizer.clip_norm)
+        optimizer.step()
+
+    return time_steps(step, steps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--vocab", type=int, default=30522)
+    args = parser.parse_args()
+
+    import jax
+    import torch
+    from electra_jax.config import load_config
+    from electra_jax.metrics import electra_train_flops_per_token
+
+    threads = os.cpu_count()
+    torch.set_num_threads(threads)
+    config = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "electra_small.yaml"),
+                         [f"train.batch_size={args.batch}", f"data.seq_len={args.seq}", f"model.vocab_size={args.vocab}",
+                          "mesh.data=1", f"objective.max_predictions={max(1, round(args.seq * 0.15 + 0.5))}"])
+    ids, segments = synthetic_batch(args.batch, args.seq, args.vocab)
+    tokens = args.batch * args.seq
+    flops_per_step = electra_train_flops_per_token(config) * tokens
+
+    peak = matmul_peak_flops()
+    jax_seconds = jax_step_time(config, ids, segments, args.steps)
+    torch_seconds = torch_step_time(config, ids, segments, args.steps)
+
+    print(f"ELECTRA-small (L12 H256 E128, generator 1/4), batch {args.batch} x seq {args.seq}, fp32, "
+          f"{threads} threads; jax {jax.__version__}, torch {torch.__version__}")
+    print(f"fp32 matmul peak (2048^3, best of JAX/PyTorch): {peak / 1e9:.1f} GFLOP/s")
+    print(f"model FLOPs per step: {flops_per_step / 1e9:.1f} GFLOP")
+    for name, seconds in (("electra-jax", jax_seconds), ("HF PyTorch", torch_seconds)):
+        print(f"{name:12s} {seconds:7.3f} s/step  {tokens / seconds:8.0f} tokens/s  "
+              f"MFU {flops_per_step / seconds / peak:6.1%}")
+    print(f"speed-up (tokens/s, electra-jax / HF PyTorch): {torch_seconds / jax_seconds:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
