@@ -55,3 +55,28 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tiny_cor
     assert len(error) == 1 and "non-finite" in error[0] and "Last good checkpoint: step 4" in error[0]
     after = {p.name: sorted(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in checkpoints.iterdir()}
     assert after == before
+
+
+def test_danish_help_text_300_steps(tmp_path, shared_data):
+    """The acceptance run on real Danish text: clean exit, generator loss falls, æ ø å survive."""
+    corpus = shared_data / "raw_text" / "libreoffice_help_da.txt"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    run_dir = tmp_path / "da"
+    result = subprocess.run(
+        [sys.executable, "-m", "electra_jax", "pretrain", "--config", str(REPO / "configs" / "electra_smoke.yaml"),
+         "--run-dir", str(run_dir), "--no-progress", f"data.corpus=[{corpus}]", "data.vocab_size=8000",
+         "train.steps=300", "checkpoint.every_steps=300"],
+        capture_output=True, text=True, env=env, timeout=900, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    first, last = records[0]["generator_loss"], records[-1]["generator_loss"]
+    print(f"generator loss: step {records[0]['step']} {first:.3f} -> step {records[-1]['step']} {last:.3f}")
+    assert last < first - 1.0
+    vocab = (run_dir / "tokenizer" / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    for char in ("æ", "ø", "å", "Æ", "Ø", "Å"):
+        assert char in vocab, char
+    from tokenizers import Tokenizer
+    tokenizer = Tokenizer.from_file(str(run_dir / "tokenizer" / "tokenizer.json"))
+    encoding = tokenizer.encode("Vælg Åbn og gem på én gang i dokumentet ø")
+    assert "[UNK]" not in encoding.tokens
+    assert tokenizer.decode(encoding.ids) == "Vælg Åbn og gem på én gang i dokumentet ø"

@@ -1,9 +1,11 @@
 """A corpus the package writes itself, so the smoke run needs no download and no data folder.
 
-Documents are paragraphs from a small probabilistic grammar with agreement (a noun's article,
-adjective ending and verb depend on its gender and number), counting runs and recurring named
-entities. Real structure, so a tiny generator learns to propose plausible tokens and the
-discriminator has something to learn about telling them apart.
+Danish-flavoured documents mixing two kinds of line: ordered runs (counting, weekdays, months, the
+alphabet up to æ ø å, page numbers), where every token is fixed by its neighbours, and sentences from
+a small grammar with agreement that keep reusing each document's cast of people and things. A tiny
+generator learns the runs only slowly, so its samples are often wrong in ways the context exposes:
+the discriminator's replaced-token F1 climbs within a few hundred steps on a laptop CPU (in less
+regular text a tiny model sits much longer on the plateau before attention becomes useful).
 """
 from __future__ import annotations
 
@@ -23,6 +25,23 @@ PLACES = ["København", "Aarhus", "Odense", "Aalborg", "Esbjerg", "Roskilde", "V
 PEOPLE = ["Anna", "Søren", "Mette", "Jørgen", "Åse", "Ole", "Karen", "Niels", "Birthe", "Lars"]
 ADVERBS = ["i dag", "i går", "om morgenen", "om aftenen", "hver dag", "nu", "stille", "ofte"]
 NUMBER_WORDS = ["nul", "en", "to", "tre", "fire", "fem", "seks", "syv", "otte", "ni", "ti", "elleve", "tolv"]
+COUNTING = ["en", "to", "tre", "fire", "fem", "seks", "syv", "otte", "ni", "ti", "elleve", "tolv", "tretten",
+            "fjorten", "femten", "seksten", "sytten", "atten", "nitten", "tyve"]
+WEEKDAYS = ["mandag", "tirsdag", "onsdag", "torsdag", "fredag", "lørdag", "søndag"]
+MONTHS = ["januar", "februar", "marts", "april", "maj", "juni", "juli", "august", "september", "oktober",
+          "november", "december"]
+ALPHABET = list("abcdefghijklmnopqrstuvwxyzæøå")
+RUNS = [("Vi tæller", COUNTING), ("Ugen går", WEEKDAYS), ("Året går", MONTHS), ("Bogstaverne er", ALPHABET)]
+
+
+def _ordered_run(rng: random.Random) -> str:
+    """A cyclic run through a fixed sequence: each token is determined by the one before it."""
+    if rng.random() < 0.2:
+        start = rng.randrange(1, 400)
+        return "Siderne " + ", ".join(str(n) for n in range(start, start + rng.randint(5, 9)))
+    intro, sequence = rng.choice(RUNS)
+    start, length = rng.randrange(len(sequence)), rng.randint(6, 12)
+    return f"{intro}: " + ", ".join(sequence[(start + i) % len(sequence)] for i in range(length))
 
 
 def _definite(adjective: str) -> str:
@@ -65,6 +84,9 @@ def _document(rng: random.Random) -> list[str]:
     ]
     lines = []
     for _ in range(rng.randint(3, 7)):
+        if rng.random() < 0.5:
+            lines.append(_ordered_run(rng) + ".")
+            continue
         sentences = [rng.choice(templates)() for _ in range(rng.randint(1, 3))]
         lines.append(" ".join(s[0].upper() + s[1:] + "." for s in sentences))
     return lines
