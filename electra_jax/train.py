@@ -66,6 +66,8 @@ def prepare_data(config: Config, run_dir: Path, log=print):
     tokenizer_dir = run_dir / "tokenizer"
     if data.tokenizer:
         tokenizer = load_tokenizer(data.tokenizer)
+        if not (tokenizer_dir / "tokenizer.json").exists():  # the run directory is self-contained
+            save_tokenizer(tokenizer, tokenizer_dir, lowercase=data.lowercase)
     elif (tokenizer_dir / "tokenizer.json").exists():
         tokenizer = load_tokenizer(tokenizer_dir)
     else:

@@ -30,9 +30,9 @@ def test_paper_dimensions():
 
 
 def test_overrides_and_yaml_numbers():
-    config = load_config(REPO / "configs" / "electra_smoke.yaml", ["train.steps=70", "optimizer.learning_rate=3e-3",
+    config = load_config(REPO / "configs" / "electra_smoke.yaml", ["train.steps=700", "optimizer.learning_rate=3e-3",
                                                                    "data.corpus=[a.txt, b.txt]"])
-    assert config.train.steps == 70 and config.optimizer.learning_rate == 3e-3
+    assert config.train.steps == 700 and config.optimizer.learning_rate == 3e-3
     assert config.data.corpus == ("a.txt", "b.txt")
 
 
@@ -48,7 +48,7 @@ def test_overrides_and_yaml_numbers():
     (["train.grad_accum_steps=5"], "train.grad_accum_steps"),
     (["data.seq_len=1024"], "data.seq_len"),
     (["schedule.restarts=[200, 100]"], "schedule.restarts"),
-    (["schedule.warmup_steps=400"], "schedule.warmup_steps"),
+    (["schedule.warmup_steps=2500"], "schedule.warmup_steps"),
     (["objective.max_predictions=100"], "objective.max_predictions"),
 ])
 def test_config_errors_name_the_field(overrides, field):

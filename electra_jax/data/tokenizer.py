@@ -29,6 +29,14 @@ def train_wordpiece(files: Iterable[str | Path], vocab_size: int, *, lowercase: 
                                         special_tokens=list(SPECIAL_TOKENS), continuing_subword_prefix="##",
                                         show_progress=False)
     tokenizer.train(files, trainer)
+    # The trainer numbers "##" pieces in hash-map order (tokenizers issue #1794), so ids differ from run to
+    # run. Matching depends only on which pieces exist: renumber them in a fixed order. (On exact frequency
+    # ties the chosen pieces themselves can still differ; a run directory keeps its tokenizer for resume.)
+    pieces = [t for t in tokenizer.get_vocab() if t not in SPECIAL_TOKENS]
+    pieces.sort(key=lambda t: (len(t.removeprefix("##")) > 1, t.startswith("##"), t))
+    vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *pieces])}
+    tokenizer.model = models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##",
+                                       max_input_chars_per_word=100)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
