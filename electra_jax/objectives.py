@@ -46,10 +46,14 @@ def scatter(ids_BxL, positions_BxP, values_BxP, where_BxP):
     return ids_BxL.at[batch_B1, positions_BxP].set(jnp.where(where_BxP, values_BxP, current_BxP))
 
 
-def gumbel_sample(rng, logits_BxPxV, temperature: float = 1.0):
-    """One token per position from softmax(logits / temperature), no gradient."""
+def gumbel_sample(keys_B, logits_BxPxV, temperature: float = 1.0):
+    """One token per position from softmax(logits / temperature), no gradient.
+
+    One key per sequence, so a sequence draws the same sample whichever micro-batch it lands in.
+    """
     logits_BxPxV = jax.lax.stop_gradient(logits_BxPxV) / temperature
-    return jnp.argmax(logits_BxPxV + jax.random.gumbel(rng, logits_BxPxV.shape, logits_BxPxV.dtype), axis=-1)
+    noise_BxPxV = jax.vmap(lambda key, row: jax.random.gumbel(key, row.shape, row.dtype))(keys_B, logits_BxPxV)
+    return jnp.argmax(logits_BxPxV + noise_BxPxV, axis=-1)
 
 
 class Sums(NamedTuple):
@@ -65,7 +69,7 @@ class Sums(NamedTuple):
     replaced: jax.Array
 
 
-def electra_sums(gen_logits_fn, disc_logits_fn, rng, masked: Masked, input_ids_BxL, attention_mask_BxL,
+def electra_sums(gen_logits_fn, disc_logits_fn, sample_keys_B, masked: Masked, input_ids_BxL, attention_mask_BxL,
                  temperature: float) -> Sums:
     """Generator MLM and discriminator RTD loss sums for one (micro-)batch.
 
@@ -75,7 +79,7 @@ def electra_sums(gen_logits_fn, disc_logits_fn, rng, masked: Masked, input_ids_B
     mlm_BxP = optax.softmax_cross_entropy_with_integer_labels(gen_logits_BxPxV, masked.labels_BxP)
     mlm_correct_BxP = (jnp.argmax(gen_logits_BxPxV, -1) == masked.labels_BxP)
 
-    sampled_BxP = gumbel_sample(rng, gen_logits_BxPxV, temperature)
+    sampled_BxP = gumbel_sample(sample_keys_B, gen_logits_BxPxV, temperature)
     corrupted_BxL = scatter(masked.input_ids_BxL, masked.positions_BxP, sampled_BxP, masked.weights_BxP > 0)
     token_mask_BxL = attention_mask_BxL.astype(jnp.float32)
     replaced_BxL = (corrupted_BxL != input_ids_BxL).astype(jnp.float32) * token_mask_BxL

@@ -138,8 +138,8 @@ def make_train_step(config: Config, model: Electra, tx, specials: SpecialIds):
 
     def train_step(state: TrainState, batch: dict):
         rng = jax.random.fold_in(base_rng, state.step)
-        mask_rng, *micro_rngs = jax.random.split(rng, 1 + 3 * accum)
-        micro_rngs = jnp.stack(micro_rngs).reshape(accum, 3)  # per micro-batch: gen dropout, disc dropout, gumbel
+        mask_rng, sample_rng, *micro_rngs = jax.random.split(rng, 2 + 2 * accum)
+        micro_rngs = jnp.stack(micro_rngs).reshape(accum, 2)  # per micro-batch: generator, discriminator dropout
         input_ids, segment_ids = batch["input_ids"], batch["segment_ids"]
         attention_mask = (input_ids != specials.pad).astype(jnp.int32)
         maskable = ((input_ids != specials.pad) & (input_ids != specials.cls) & (input_ids != specials.sep)
@@ -152,7 +152,7 @@ def make_train_step(config: Config, model: Electra, tx, specials: SpecialIds):
         num_tokens = jnp.maximum(attention_mask.sum().astype(jnp.float32), 1.0)
 
         def loss_fn(params, micro, rngs):
-            gen_rng, disc_rng, gumbel_rng = rngs
+            gen_rng, disc_rng = rngs
             variables = {"params": params}
             seg, att = micro["segment_ids"], micro["attention_mask"]
 
@@ -164,13 +164,13 @@ def make_train_step(config: Config, model: Electra, tx, specials: SpecialIds):
                 return model.apply(variables, ids, seg, att, deterministic=False, rngs={"dropout": disc_rng},
                                    method=Electra.discriminator_logits)
 
-            sums = objectives.electra_sums(gen_logits, disc_logits, gumbel_rng, micro["masked"],
+            sums = objectives.electra_sums(gen_logits, disc_logits, micro["sample_keys"], micro["masked"],
                                            micro["input_ids"], att, obj.temperature)
             return objectives.electra_loss(sums, num_predictions, num_tokens, obj.discriminator_weight), sums
 
         grad_fn = jax.grad(loss_fn, has_aux=True)
         whole = {"input_ids": input_ids, "segment_ids": segment_ids, "attention_mask": attention_mask,
-                 "masked": masked}
+                 "masked": masked, "sample_keys": jax.random.split(sample_rng, input_ids.shape[0])}
         if accum == 1:
             grads, sums = grad_fn(state.params, whole, micro_rngs[0])
         else:

@@ -69,7 +69,7 @@ def test_replaced_only_where_sample_differs():
         seen["ids"] = corrupted
         return jnp.zeros(corrupted.shape)
 
-    sums = objectives.electra_sums(lambda i, p: logits, disc, jax.random.key(0), masked, ids,
+    sums = objectives.electra_sums(lambda i, p: logits, disc, jax.random.split(jax.random.key(0), 1), masked, ids,
                                    (ids != PAD).astype(jnp.int32), 1.0)
     assert seen["ids"].tolist() == [[CLS, 10, 15, 12, 13, SEP, PAD, PAD]]
     assert float(sums.replaced) == 1.0 and float(sums.num_tokens) == 6.0 and float(sums.num_predictions) == 3.0
@@ -77,6 +77,6 @@ def test_replaced_only_where_sample_differs():
 
 def test_gumbel_sampling_follows_softmax():
     logits = jnp.log(jnp.array([[[0.7, 0.2, 0.1]]]))
-    samples = jax.vmap(lambda k: objectives.gumbel_sample(k, logits))(jax.random.split(jax.random.key(0), 20000))
+    samples = objectives.gumbel_sample(jax.random.split(jax.random.key(0), 20000), jnp.tile(logits, (20000, 1, 1)))
     freq = np.bincount(np.asarray(samples).ravel(), minlength=3) / 20000
     np.testing.assert_allclose(freq, [0.7, 0.2, 0.1], atol=0.015)
