@@ -42,6 +42,22 @@ def LayerNorm(eps: float, dtype, param_dtype, name: str) -> nn.LayerNorm:
                         scale_init=ones_init(("embed",)), bias_init=zeros_init(("embed",)))
 
 
+class Dropout(nn.Module):
+    """Inverted dropout drawing 16 random bits per element: each 32-bit threefry word serves two
+    elements, so masks cost half the random words of `nn.Dropout` (a third of its time on CPU).
+    The drop probability is round(rate * 65536) / 65536, within 8e-6 of `rate`."""
+    rate: float
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        if deterministic or self.rate == 0.0:
+            return x
+        words = jax.random.bits(self.make_rng("dropout"), ((x.size + 1) // 2,), jnp.uint32)
+        halves = jnp.concatenate([words & 0xFFFF, words >> 16])[: x.size].reshape(x.shape)
+        keep = halves >= jnp.uint32(round(self.rate * 65536))
+        return jnp.where(keep, x / (1.0 - self.rate), 0.0).astype(x.dtype)
+
+
 def dense(features: int, axes: tuple[str, str], init_std: float, dtype, param_dtype, name: str) -> nn.Dense:
     return nn.Dense(features, dtype=dtype, param_dtype=param_dtype, name=name,
                     kernel_init=normal_init(init_std, axes), bias_init=zeros_init(axes[1:]))
@@ -69,7 +85,7 @@ class Embeddings(nn.Module):
         self.token_type_embeddings = table(self.type_vocab_size, (None, "embed"))
         self.LayerNorm = nn.LayerNorm(epsilon=self.eps, dtype=self.dtype, param_dtype=self.param_dtype,
                                       scale_init=ones_init(("embed",)), bias_init=zeros_init(("embed",)))
-        self.dropout = nn.Dropout(self.dropout_rate)
+        self.dropout = Dropout(self.dropout_rate)
 
     def __call__(self, input_ids_BxL, segment_ids_BxL, deterministic: bool):
         positions_L = jnp.arange(input_ids_BxL.shape[1])
@@ -103,7 +119,7 @@ class SelfAttention(nn.Module):
         scores_BxNxLxL = jnp.einsum("bqnd,bknd->bnqk", q_BxLxNxD, k_BxLxNxD) / jnp.sqrt(head_dim).astype(self.dtype)
         # Softmax in float32 even under bf16 compute: it is the numerically fragile part.
         probs_BxNxLxL = jax.nn.softmax(scores_BxNxLxL.astype(jnp.float32) + bias_Bx1x1xL, axis=-1)
-        probs_BxNxLxL = nn.Dropout(self.dropout_rate)(probs_BxNxLxL, deterministic=deterministic)
+        probs_BxNxLxL = Dropout(self.dropout_rate)(probs_BxNxLxL, deterministic=deterministic)
         context_BxLxNxD = jnp.einsum("bnqk,bknd->bqnd", probs_BxNxLxL.astype(self.dtype), v_BxLxNxD)
         return nn.DenseGeneral(self.hidden_size, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
                                kernel_init=normal_init(self.init_std, ("heads", "kv", "embed")),
@@ -127,14 +143,14 @@ class TransformerBlock(nn.Module):
     def __call__(self, x_BxLxH, bias_Bx1x1xL, deterministic: bool):
         attended = SelfAttention(self.hidden_size, self.num_heads, self.init_std, self.attention_dropout_rate,
                                  self.dtype, self.param_dtype, name="attention")(x_BxLxH, bias_Bx1x1xL, deterministic)
-        attended = nn.Dropout(self.dropout_rate)(attended, deterministic=deterministic)
+        attended = Dropout(self.dropout_rate)(attended, deterministic=deterministic)
         x_BxLxH = LayerNorm(self.eps, self.dtype, self.param_dtype, name="attention_LayerNorm")(x_BxLxH + attended)
         h_BxLxF = dense(self.intermediate_size, ("embed", "mlp"), self.init_std, self.dtype, self.param_dtype,
                         "intermediate")(x_BxLxH)
         h_BxLxF = ACTIVATIONS[self.activation](h_BxLxF)
         h_BxLxH = dense(self.hidden_size, ("mlp", "embed"), self.init_std, self.dtype, self.param_dtype,
                         "output")(h_BxLxF)
-        h_BxLxH = nn.Dropout(self.dropout_rate)(h_BxLxH, deterministic=deterministic)
+        h_BxLxH = Dropout(self.dropout_rate)(h_BxLxH, deterministic=deterministic)
         return LayerNorm(self.eps, self.dtype, self.param_dtype, name="output_LayerNorm")(x_BxLxH + h_BxLxH)
 
 
