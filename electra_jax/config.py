@@ -71,6 +71,7 @@ class ObjectiveConfig:
     max_predictions: int = 20  # per sequence; generator logits are computed only there
     discriminator_weight: float = 50.0
     temperature: float = 1.0
+    sampler: str = "inverse_cdf"  # or "gumbel": the same distribution, one noise draw per vocabulary entry
 
 
 @dataclass(frozen=True)
@@ -305,6 +306,8 @@ def validate(config: Config, num_devices: int | None = None) -> None:
     if o.max_predictions > d.seq_len:
         raise ConfigError(f"config: objective.max_predictions={o.max_predictions} exceeds data.seq_len={d.seq_len}")
     _positive("objective.temperature", o.temperature)
+    if o.sampler not in ("inverse_cdf", "gumbel"):
+        raise ConfigError(f"config: objective.sampler must be inverse_cdf or gumbel, got {o.sampler!r}")
     for name in ("steps", "batch_size", "grad_accum_steps", "log_every"):
         _positive(f"train.{name}", getattr(t, name))
     if t.stop_after < 0:

@@ -165,7 +165,7 @@ def make_train_step(config: Config, model: Electra, tx, specials: SpecialIds):
                                    method=Electra.discriminator_logits)
 
             sums = objectives.electra_sums(gen_logits, disc_logits, micro["sample_keys"], micro["masked"],
-                                           micro["input_ids"], att, obj.temperature)
+                                           micro["input_ids"], att, obj.temperature, obj.sampler)
             return objectives.electra_loss(sums, num_predictions, num_tokens, obj.discriminator_weight), sums
 
         grad_fn = jax.grad(loss_fn, has_aux=True)

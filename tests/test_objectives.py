@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from electra_jax import objectives
 
@@ -75,8 +76,19 @@ def test_replaced_only_where_sample_differs():
     assert float(sums.replaced) == 1.0 and float(sums.num_tokens) == 6.0 and float(sums.num_predictions) == 3.0
 
 
-def test_gumbel_sampling_follows_softmax():
-    logits = jnp.log(jnp.array([[[0.7, 0.2, 0.1]]]))
-    samples = objectives.gumbel_sample(jax.random.split(jax.random.key(0), 20000), jnp.tile(logits, (20000, 1, 1)))
-    freq = np.bincount(np.asarray(samples).ravel(), minlength=3) / 20000
-    np.testing.assert_allclose(freq, [0.7, 0.2, 0.1], atol=0.015)
+@pytest.mark.parametrize("sampler", ["gumbel", "inverse_cdf"])
+@pytest.mark.parametrize("vocab", [3, 1000])
+def test_samplers_follow_softmax(sampler, vocab):
+    rng = np.random.default_rng(vocab)
+    probs = rng.dirichlet(np.full(vocab, 0.3))
+    probs[-1] = max(probs[-1], 0.05)  # the last token: the edge of the padded last block
+    probs /= probs.sum()
+    draws = 40000
+    logits = jnp.tile(jnp.log(jnp.asarray(probs, jnp.float32))[None, None], (draws // 4, 4, 1)) * 2.0
+    samples = np.asarray(objectives.SAMPLERS[sampler](jax.random.split(jax.random.key(1), draws // 4), logits, 2.0))
+    freq = np.bincount(samples.ravel(), minlength=vocab) / draws
+    assert samples.min() >= 0 and samples.max() < vocab
+    top = np.argsort(probs)[-5:]  # the temperature (2) undoes the factor 2 on the logits
+    assert (np.abs(freq[top] - probs[top]) <= 4 * np.sqrt(probs[top] / draws) + 1e-3).all(), (freq[top], probs[top])
+    assert abs(freq[-1] - probs[-1]) < 4 * np.sqrt(probs[-1] / draws)
+    assert 0.5 * np.abs(freq - probs).sum() < 0.02 + 0.5 * np.sqrt(vocab / draws)  # total variation
