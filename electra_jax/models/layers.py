@@ -54,7 +54,7 @@ class Dropout(nn.Module):
             return x
         words = jax.random.bits(self.make_rng("dropout"), ((x.size + 1) // 2,), jnp.uint32)
         halves = jnp.concatenate([words & 0xFFFF, words >> 16])[: x.size].reshape(x.shape)
-        keep = halves >= jnp.uint32(round(self.rate * 65536))
+        keep = jax.lax.optimization_barrier(halves >= jnp.uint32(round(self.rate * 65536)))
         return jnp.where(keep, x / (1.0 - self.rate), 0.0).astype(x.dtype)
 
 
