@@ -2,39 +2,42 @@
 
 Both sides do the same work: ELECTRA masking, generator (ElectraForMaskedLM dims) logits only at the
 masked positions, Gumbel sampling, discriminator (ElectraForPreTraining) on the corrupted input,
-loss = MLM + 50 * RTD, global-norm clipping and AdamW, with the same thread count. Prints tokens/s
+loss = MLM + 50 * RTD, global-norm clipping and AdamW, with the same thread count; each side is
+timed in its own process, in rounds (jax, torch, jax, torch), so both sample the machine's load. Prints tokens/s
 for each, their ratio, and each side's MFU against this CPU's fp32 matmul peak measured here.
 
-    python benchmarks/train_step.py [--batch 32] [--seq 128] [--steps 5]
+    python benchmarks/train_step.py [--batch 32] [--seq 128] [--steps 5] [--rounds 2]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
 
 
-def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
-    """Best fp32 matmul throughput on this CPU, from JAX (XLA) and PyTorch, whichever is higher."""
-    import jax
-    import jax.numpy as jnp
-    import torch
-
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size)), jnp.float32)
-    matmul = jax.jit(lambda x, y: x @ y)
-    matmul(a, a).block_until_ready()
+def matmul_peak_flops(side: str, size: int = 2048, repeats: int = 10) -> float:
+    """Best fp32 matmul throughput of one framework on this CPU (FLOP/s)."""
+    a = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
+    if side == "jax":
+        import jax
+        import jax.numpy as jnp
+        x = jnp.asarray(a)
+        matmul = jax.jit(lambda x, y: x @ y)
+        run = lambda: matmul(x, x).block_until_ready()  # noqa: E731
+    else:
+        import torch
+        x = torch.from_numpy(a)
+        run = lambda: torch.mm(x, x)  # noqa: E731
+    run()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        matmul(a, a).block_until_ready()
-        best = min(best, time.perf_counter() - start)
-    t = torch.from_numpy(np.asarray(a))
-    torch.mm(t, t)
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(t, t)
+        run()
         best = min(best, time.perf_counter() - start)
     return 2 * size ** 3 / best
 
@@ -48,18 +51,18 @@ def synthetic_batch(batch: int, seq: int, vocab: int, seed: int = 0):
     return ids, segments
 
 
-def time_steps(step, steps: int, warmup: int = 2) -> float:
+def median_step_seconds(step, repeats: int, warmup: int = 2) -> float:
     for _ in range(warmup):  # compile / allocator warm-up; async dispatch makes first steps lie
         step()
     times = []
-    for _ in range(steps):
+    for _ in range(repeats):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 
 
-def jax_step_time(config, ids, segments, steps: int) -> float:
+def jax_step(config, ids, segments):
     import jax
     from electra_jax.mesh import make_mesh
     from electra_jax.train import SpecialIds, setup_training
@@ -73,10 +76,10 @@ def jax_step_time(config, ids, segments, steps: int) -> float:
         holder["state"], metrics = training.step_fn(holder["state"], batch)
         metrics["loss"].block_until_ready()
 
-    return time_steps(step, steps)
+    return step
 
 
-def torch_step_time(config, ids, segments, steps: int) -> float:
+def torch_step(config, ids, segments):
     import torch
     import torch.nn.functional as F
     from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
@@ -131,43 +134,66 @@ def torch_step_time(config, ids, segments, steps: int) -> float:
         torch.nn.utils.clip_grad_norm_(all_params, config.optimizer.clip_norm)
         optimizer.step()
 
-    return time_steps(step, steps)
+    return step
+
+
+def measure_side(side: str, args) -> dict:
+    """One framework in this process: its matmul peak and its median train-step time."""
+    if side == "torch":  # XLA uses every core by default; give PyTorch the same
+        import torch
+        torch.set_num_threads(os.cpu_count())
+    config = make_config(args)
+    ids, segments = synthetic_batch(args.batch, args.seq, args.vocab)
+    build = jax_step if side == "jax" else torch_step
+    seconds = median_step_seconds(build(config, ids, segments), args.steps)
+    return {"side": side, "seconds": seconds, "peak": matmul_peak_flops(side)}
+
+
+def make_config(args):
+    from electra_jax.config import load_config
+    return load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "electra_small.yaml"),
+                       [f"train.batch_size={args.batch}", f"data.seq_len={args.seq}", f"model.vocab_size={args.vocab}",
+                        "mesh.data=1", f"objective.max_predictions={max(1, round(args.seq * 0.15 + 0.5))}"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per side and round")
+    parser.add_argument("--rounds", type=int, default=2, help="each round runs jax, then torch, each in a fresh process")
     parser.add_argument("--vocab", type=int, default=30522)
+    parser.add_argument("--side", choices=["jax", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.side:
+        print(json.dumps(measure_side(args.side, args)))
+        return
 
+    # Each side runs in its own process: two runtimes' worker threads in one process slow each other.
+    results = {"jax": [], "torch": []}
+    for _ in range(args.rounds):
+        for side in results:
+            command = [sys.executable, __file__, "--side", side, "--batch", str(args.batch), "--seq", str(args.seq),
+                       "--steps", str(args.steps), "--vocab", str(args.vocab)]
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            results[side].append(json.loads(output.strip().splitlines()[-1]))
+    seconds = {side: float(np.median([r["seconds"] for r in rs])) for side, rs in results.items()}
+    peak = max(r["peak"] for rs in results.values() for r in rs)
+    config = make_config(args)
+    from electra_jax.metrics import electra_train_flops_per_token
     import jax
     import torch
-    from electra_jax.config import load_config
-    from electra_jax.metrics import electra_train_flops_per_token
-
-    threads = os.cpu_count()
-    torch.set_num_threads(threads)
-    config = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "electra_small.yaml"),
-                         [f"train.batch_size={args.batch}", f"data.seq_len={args.seq}", f"model.vocab_size={args.vocab}",
-                          "mesh.data=1", f"objective.max_predictions={max(1, round(args.seq * 0.15 + 0.5))}"])
-    ids, segments = synthetic_batch(args.batch, args.seq, args.vocab)
     tokens = args.batch * args.seq
     flops_per_step = electra_train_flops_per_token(config) * tokens
-
-    peak = matmul_peak_flops()
-    jax_seconds = jax_step_time(config, ids, segments, args.steps)
-    torch_seconds = torch_step_time(config, ids, segments, args.steps)
-
     print(f"ELECTRA-small (L12 H256 E128, generator 1/4), batch {args.batch} x seq {args.seq}, fp32, "
-          f"{threads} threads; jax {jax.__version__}, torch {torch.__version__}")
+          f"{os.cpu_count()} threads; jax {jax.__version__}, torch {torch.__version__}")
     print(f"fp32 matmul peak (2048^3, best of JAX/PyTorch): {peak / 1e9:.1f} GFLOP/s")
     print(f"model FLOPs per step: {flops_per_step / 1e9:.1f} GFLOP")
-    for name, seconds in (("electra-jax", jax_seconds), ("HF PyTorch", torch_seconds)):
-        print(f"{name:12s} {seconds:7.3f} s/step  {tokens / seconds:8.0f} tokens/s  "
-              f"MFU {flops_per_step / seconds / peak:6.1%}")
-    print(f"speed-up (tokens/s, electra-jax / HF PyTorch): {torch_seconds / jax_seconds:.2f}x")
+    for name, side in (("electra-jax", "jax"), ("HF PyTorch", "torch")):
+        per_round = ", ".join(f"{r['seconds']:.3f}" for r in results[side])
+        print(f"{name:12s} {seconds[side]:7.3f} s/step  {tokens / seconds[side]:8.0f} tokens/s  "
+              f"MFU {flops_per_step / seconds[side] / peak:6.1%}  (rounds: {per_round} s)")
+    print(f"speed-up (tokens/s, electra-jax / HF PyTorch): {seconds['torch'] / seconds['jax']:.2f}x")
 
 
 if __name__ == "__main__":
