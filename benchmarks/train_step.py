@@ -70,7 +70,7 @@ def jax_step(config, ids, segments):
     training = setup_training(config, make_mesh(config, jax.devices()[:1]), SpecialIds(pad=0, cls=2, sep=3, mask=4))
     batch = {"input_ids": jax.device_put(ids, training.batch_sharding),
              "segment_ids": jax.device_put(segments, training.batch_sharding)}
-    holder = {"state": training.state}
+    holder = {"state": training.init()}
 
     def step():
         holder["state"], metrics = training.step_fn(holder["state"], batch)

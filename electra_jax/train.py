@@ -1,6 +1,6 @@
 """ELECTRA pretraining: data -> sharded state -> jitted step -> metrics and checkpoints.
 
-Reads top to bottom: `prepare_data`, `build_model`, `init_state` (abstract, sharded), `make_train_step`
+Reads top to bottom: `prepare_data`, `build_model`, `state_shardings` (abstract, sharded), `make_train_step`
 (masking, generator sampling and both losses inside one jit), and `pretrain`, the loop.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
+import functools
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -107,27 +108,19 @@ def _dummy_inputs(config: Config):
     return ids, ids, jnp.ones_like(ids), jnp.zeros((1, config.objective.max_predictions), jnp.int32)
 
 
-def init_state(config: Config, model: Electra, tx: optax.GradientTransformation, mesh):
-    """Abstract init -> logical partition specs -> mesh shardings -> jit(init, out_shardings).
+def state_shardings(config: Config, model: Electra, tx: optax.GradientTransformation, mesh):
+    """Abstract init -> logical partition specs -> mesh shardings, plus the function that builds the state.
 
-    Full-size parameters never materialise on one device. Returns (state, state_shardings).
+    `jax.jit(init, out_shardings=shardings)(rng)` then creates each parameter directly in its shards:
+    full-size parameters never materialise on one device.
     """
     def boxed_state(rng):
         params = model.init({"params": rng}, *_dummy_inputs(config))["params"]
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
-    rng = jax.random.key(config.train.seed)
-    abstract = jax.eval_shape(boxed_state, rng)
+    abstract = jax.eval_shape(boxed_state, jax.random.key(0))
     shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, logical_rules(config))
-    state = jax.jit(lambda r: nn.unbox(boxed_state(r)), out_shardings=shardings)(rng)
-    return state, shardings
-
-
-def abstract_state(config: Config, model: Electra, tx, shardings):
-    def unboxed_state(rng):
-        params = nn.unbox(model.init({"params": rng}, *_dummy_inputs(config))["params"])
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-    return abstract_with_shardings(jax.eval_shape(unboxed_state, jax.random.key(0)), shardings)
+    return shardings, lambda rng: nn.unbox(boxed_state(rng))
 
 
 # ---------------------------------------------------------------------------- the step
@@ -198,22 +191,25 @@ class Training(NamedTuple):
     model: Electra
     tx: optax.GradientTransformation
     schedule: optax.Schedule
-    state: TrainState
     shardings: Any  # of the state
+    abstract_state: Any  # ShapeDtypeStructs carrying those shardings: the target of a restore
+    init: Any  # () -> freshly initialised, sharded state
     batch_sharding: Any
     step_fn: Any  # jitted (state, batch) -> (state, metrics); donates the state
 
 
 def setup_training(config: Config, mesh, specials: SpecialIds) -> Training:
-    """Model, optimizer, freshly initialised sharded state and the jitted step for one mesh."""
+    """Model, optimizer, state shardings, a sharded initialiser and the jitted step for one mesh."""
     model = build_model(config)
     schedule = make_schedule(config.schedule, config.optimizer.learning_rate, config.train.steps)
     tx = make_optimizer(config.optimizer, schedule)
-    state, shardings = init_state(config, model, tx, mesh)
+    shardings, make_state = state_shardings(config, model, tx, mesh)
+    abstract = abstract_with_shardings(jax.eval_shape(make_state, jax.random.key(0)), shardings)
+    init = functools.partial(jax.jit(make_state, out_shardings=shardings), jax.random.key(config.train.seed))
     batch_spec = batch_sharding(mesh, logical_rules(config))
     step_fn = jax.jit(make_train_step(config, model, tx, specials), donate_argnums=0,
                       in_shardings=(shardings, batch_spec), out_shardings=(shardings, replicated(mesh)))
-    return Training(model, tx, schedule, state, shardings, batch_spec, step_fn)
+    return Training(model, tx, schedule, shardings, abstract, init, batch_spec, step_fn)
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -245,13 +241,14 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
 
     mesh = make_mesh(config)
     training = setup_training(config, mesh, specials)
-    state, schedule = training.state, training.schedule
+    schedule = training.schedule
     checkpointer = Checkpointer(run_dir / "checkpoints", config.checkpoint)
     start = checkpointer.latest_step() or 0
     if start:
-        state, _ = checkpointer.restore(start, abstract_state(config, training.model, training.tx,
-                                                              training.shardings))
+        state, _ = checkpointer.restore(start, training.abstract_state)
         log(f"resumed from step {start} in {run_dir / 'checkpoints'}")
+    else:
+        state = training.init()
     end = config.train.steps
     if config.train.stop_after:
         end = min(end, start + config.train.stop_after)

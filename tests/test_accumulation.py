@@ -23,7 +23,7 @@ def test_accumulated_step_equals_full_batch(tiny_corpus, tmp_path):
     for accum in (1, 4):
         c = dataclasses.replace(config, train=dataclasses.replace(config.train, grad_accum_steps=accum))
         training = setup_training(c, make_mesh(c, jax.devices()[:1]), specials)
-        state = training.state
+        state = training.init()
         for step in range(2):
             state, metrics = training.step_fn(state, loader.local_batch(step))
         results.append((jax.device_get(metrics), jax.device_get(state.params)))

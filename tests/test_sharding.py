@@ -20,7 +20,7 @@ def _losses(config, devices, examples, specials, steps=3):
     mesh = make_mesh(config, devices)
     training = setup_training(config, mesh, specials)
     loader = BatchLoader(examples, config.train.batch_size, seed=0)
-    state, losses = training.state, []
+    state, losses = training.init(), []
     for step in range(steps):
         batch = {k: jax.device_put(v, training.batch_sharding) for k, v in loader.local_batch(step).items()}
         state, metrics = training.step_fn(state, batch)
@@ -59,6 +59,6 @@ def test_parameters_are_really_sharded(data):
     import dataclasses
     config = dataclasses.replace(config, mesh=dataclasses.replace(config.mesh, data=2, fsdp=2, tensor=2))
     training = setup_training(config, make_mesh(config), specials)
-    kernel = training.state.params["discriminator"]["encoder"]["layer_0"]["intermediate"]["kernel"]
+    kernel = training.init().params["discriminator"]["encoder"]["layer_0"]["intermediate"]["kernel"]
     assert tuple(kernel.sharding.spec) == ("fsdp", "tensor")
     assert kernel.addressable_shards[0].data.shape == (kernel.shape[0] // 2, kernel.shape[1] // 2)
