@@ -24,4 +24,4 @@ test: $(VENV)/.test
 	$(VENV)/bin/python -m pytest -q tests
 
 bench: $(VENV)/.test
-	$(VENV)/bin/python benchmarks/train_step.py
+	$(VENV)/bin/python benchmarks/train_step.py --rounds 3
