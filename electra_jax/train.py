@@ -232,8 +232,11 @@ def _check_finite(step: int, values: dict[str, float], checkpointer: Checkpointe
 def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = True) -> dict:
     """Train (or resume) in `run_dir`; returns a summary of the run."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     validate(config, jax.device_count())  # mesh and batch errors before any data work or compile
+    for f in config.data.corpus:
+        if not Path(f).is_file():
+            raise ConfigError(f"config: data.corpus file not found: {f}")
+    run_dir.mkdir(parents=True, exist_ok=True)
     tokenizer, examples, specials = prepare_data(config, run_dir, log)
     config = with_vocab(config, tokenizer.get_vocab_size())
     save_config(config, run_dir / "config.yaml")
