@@ -6,10 +6,10 @@ Reads top to bottom: `prepare_data`, `build_model`, `state_shardings` (abstract,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from pathlib import Path
-import functools
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -109,7 +109,8 @@ def _dummy_inputs(config: Config):
 
 
 def state_shardings(config: Config, model: Electra, tx: optax.GradientTransformation, mesh):
-    """Abstract init -> logical partition specs -> mesh shardings, plus the function that builds the state.
+    """Abstract init -> logical partition specs -> mesh shardings. Returns the shardings, the abstract state
+    carrying them (the target of a restore) and the function that builds the state.
 
     `jax.jit(init, out_shardings=shardings)(rng)` then creates each parameter directly in its shards:
     full-size parameters never materialise on one device.
@@ -118,9 +119,10 @@ def state_shardings(config: Config, model: Electra, tx: optax.GradientTransforma
         params = model.init({"params": rng}, *_dummy_inputs(config))["params"]
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
-    abstract = jax.eval_shape(boxed_state, jax.random.key(0))
-    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, logical_rules(config))
-    return shardings, lambda rng: nn.unbox(boxed_state(rng))
+    boxed_abstract = jax.eval_shape(boxed_state, jax.random.key(0))
+    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed_abstract), mesh, logical_rules(config))
+    abstract = abstract_with_shardings(nn.unbox(boxed_abstract), shardings)
+    return shardings, abstract, lambda rng: nn.unbox(boxed_state(rng))
 
 
 # ---------------------------------------------------------------------------- the step
@@ -203,8 +205,7 @@ def setup_training(config: Config, mesh, specials: SpecialIds) -> Training:
     model = build_model(config)
     schedule = make_schedule(config.schedule, config.optimizer.learning_rate, config.train.steps)
     tx = make_optimizer(config.optimizer, schedule)
-    shardings, make_state = state_shardings(config, model, tx, mesh)
-    abstract = abstract_with_shardings(jax.eval_shape(make_state, jax.random.key(0)), shardings)
+    shardings, abstract, make_state = state_shardings(config, model, tx, mesh)
     init = functools.partial(jax.jit(make_state, out_shardings=shardings), jax.random.key(config.train.seed))
     batch_spec = batch_sharding(mesh, logical_rules(config))
     step_fn = jax.jit(make_train_step(config, model, tx, specials), donate_argnums=0,

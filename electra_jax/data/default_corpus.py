@@ -24,9 +24,9 @@ VERBS_TRANSITIVE = ["ser", "finder", "køber", "maler", "bygger", "spiser", "læ
 PLACES = ["København", "Aarhus", "Odense", "Aalborg", "Esbjerg", "Roskilde", "Vejle", "Ribe"]
 PEOPLE = ["Anna", "Søren", "Mette", "Jørgen", "Åse", "Ole", "Karen", "Niels", "Birthe", "Lars"]
 ADVERBS = ["i dag", "i går", "om morgenen", "om aftenen", "hver dag", "nu", "stille", "ofte"]
-NUMBER_WORDS = ["nul", "en", "to", "tre", "fire", "fem", "seks", "syv", "otte", "ni", "ti", "elleve", "tolv"]
 COUNTING = ["en", "to", "tre", "fire", "fem", "seks", "syv", "otte", "ni", "ti", "elleve", "tolv", "tretten",
             "fjorten", "femten", "seksten", "sytten", "atten", "nitten", "tyve"]
+NUMBER_WORDS = ["nul", *COUNTING[:12]]
 WEEKDAYS = ["mandag", "tirsdag", "onsdag", "torsdag", "fredag", "lørdag", "søndag"]
 MONTHS = ["januar", "februar", "marts", "april", "maj", "juni", "juli", "august", "september", "oktober",
           "november", "december"]
@@ -96,6 +96,8 @@ def generate_corpus(num_documents: int = 3000, seed: int = 1234) -> str:
     """Paragraph-per-line text, documents separated by blank lines."""
     rng = random.Random(seed)
     return "\n\n".join("\n".join(_document(rng)) for _ in range(num_documents)) + "\n"
+
+
 def write_default_corpus(path: str | Path, num_documents: int = 3000, seed: int = 1234) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

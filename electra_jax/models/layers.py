@@ -36,7 +36,7 @@ ACTIVATIONS: dict[str, Callable] = {
 }
 
 
-def LayerNorm(eps: float, dtype, param_dtype, name: str) -> nn.LayerNorm:
+def LayerNorm(eps: float, dtype, param_dtype, name: str | None = None) -> nn.LayerNorm:
     """LayerNorm with BERT's epsilon (Flax's default is 1e-6) and logical axis names."""
     return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=param_dtype, name=name,
                         scale_init=ones_init(("embed",)), bias_init=zeros_init(("embed",)))
@@ -83,8 +83,7 @@ class Embeddings(nn.Module):
         self.word_embeddings = table(self.vocab_size, ("vocab", "embed"))
         self.position_embeddings = table(self.max_positions, (None, "embed"))
         self.token_type_embeddings = table(self.type_vocab_size, (None, "embed"))
-        self.LayerNorm = nn.LayerNorm(epsilon=self.eps, dtype=self.dtype, param_dtype=self.param_dtype,
-                                      scale_init=ones_init(("embed",)), bias_init=zeros_init(("embed",)))
+        self.LayerNorm = LayerNorm(self.eps, self.dtype, self.param_dtype)
         self.dropout = Dropout(self.dropout_rate)
 
     def __call__(self, input_ids_BxL, segment_ids_BxL, deterministic: bool):
