@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from electra_jax import objectives
@@ -92,3 +93,16 @@ def test_samplers_follow_softmax(sampler, vocab):
     assert (np.abs(freq[top] - probs[top]) <= 4 * np.sqrt(probs[top] / draws) + 1e-3).all(), (freq[top], probs[top])
     assert abs(freq[-1] - probs[-1]) < 4 * np.sqrt(probs[-1] / draws)
     assert 0.5 * np.abs(freq - probs).sum() < 0.02 + 0.5 * np.sqrt(vocab / draws)  # total variation
+
+
+def test_cross_entropy_and_hit_match_optax_and_argmax():
+    logits = jax.random.normal(jax.random.key(3), (4, 5, 97)) * 4
+    labels = jax.random.randint(jax.random.key(4), (4, 5), 0, 97)
+    labels = labels.at[0].set(jnp.argmax(logits[0], -1))  # some hits for sure
+    loss, hit = objectives.cross_entropy_and_hit(logits, labels)
+    np.testing.assert_allclose(loss, optax.softmax_cross_entropy_with_integer_labels(logits, labels),
+                               rtol=1e-6, atol=1e-6)
+    assert (np.asarray(hit) == np.asarray(jnp.argmax(logits, -1) == labels)).all() and bool(hit[0].all())
+    grad = jax.grad(lambda x: objectives.cross_entropy_and_hit(x, labels)[0].sum())(logits)
+    expected = jax.grad(lambda x: optax.softmax_cross_entropy_with_integer_labels(x, labels).sum())(logits)
+    np.testing.assert_allclose(grad, expected, atol=1e-6)

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from electra_jax.config import ModelConfig
-from electra_jax.models.layers import ACTIVATIONS, Embeddings, Encoder, LayerNorm, dense, zeros_init
+from electra_jax.models.layers import ACTIVATIONS, Embeddings, Encoder, LayerNorm, add_bias, dense, zeros_init
 
 
 class Tower(nn.Module):
@@ -64,7 +64,7 @@ class Electra(nn.Module):
         hidden_BxPxG = jnp.take_along_axis(hidden_BxLxG, positions_BxP[..., None], axis=1)
         h = ACTIVATIONS["gelu"](self.generator_predictions_dense(hidden_BxPxG))
         h_BxPxE = self.generator_predictions_LayerNorm(h)
-        logits_BxPxV = self.embeddings.attend(h_BxPxE) + self.generator_lm_head_bias.astype(h_BxPxE.dtype)
+        logits_BxPxV = add_bias(self.embeddings.attend(h_BxPxE), self.generator_lm_head_bias)
         return logits_BxPxV.astype(jnp.float32)
 
     def discriminator_logits(self, input_ids_BxL, segment_ids_BxL, attention_mask_BxL,

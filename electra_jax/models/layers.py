@@ -42,25 +42,56 @@ def LayerNorm(eps: float, dtype, param_dtype, name: str | None = None) -> nn.Lay
                         scale_init=ones_init(("embed",)), bias_init=zeros_init(("embed",)))
 
 
+def _mix32(x_u32):
+    """lowbias32 (C. Wellons' hash prospector): a bijection on uint32 with near-ideal avalanche."""
+    x_u32 = (x_u32 ^ (x_u32 >> 16)) * jnp.uint32(0x21F0AAAD)
+    x_u32 = (x_u32 ^ (x_u32 >> 15)) * jnp.uint32(0x735A2D97)
+    return x_u32 ^ (x_u32 >> 15)
+
+
 class Dropout(nn.Module):
-    """Inverted dropout drawing 16 random bits per element: each 32-bit threefry word serves two
-    elements, so masks cost half the random words of `nn.Dropout` (a third of its time on CPU).
-    The drop probability is round(rate * 65536) / 65536, within 8e-6 of `rate`."""
+    """Inverted dropout whose mask is a counter-based hash of (element index, two key-derived words).
+
+    One Threefry draw per layer seeds the hash; every element's bit then costs a few integer ops that
+    fuse with the select (threefry per element cost ~0.3 s of a 2.2 s ELECTRA-small CPU step). The mask
+    depends only on the key and the element's index, so it is the same under any sharding.
+    """
     rate: float
 
     @nn.compact
     def __call__(self, x, deterministic: bool):
         if deterministic or self.rate == 0.0:
             return x
-        words = jax.random.bits(self.make_rng("dropout"), ((x.size + 1) // 2,), jnp.uint32)
-        halves = jnp.concatenate([words & 0xFFFF, words >> 16])[: x.size].reshape(x.shape)
-        keep = jax.lax.optimization_barrier(halves >= jnp.uint32(round(self.rate * 65536)))
+        seed_lo, seed_hi = jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32)
+        index = jax.lax.iota(jnp.uint32, x.size).reshape(x.shape)
+        bits = _mix32(_mix32(index ^ seed_lo) + seed_hi)
+        keep = bits >= jnp.uint32(min(round(self.rate * 2 ** 32), 2 ** 32 - 1))
         return jnp.where(keep, x / (1.0 - self.rate), 0.0).astype(x.dtype)
 
 
 def dense(features: int, axes: tuple[str, str], init_std: float, dtype, param_dtype, name: str) -> nn.Dense:
     return nn.Dense(features, dtype=dtype, param_dtype=param_dtype, name=name,
                     kernel_init=normal_init(init_std, axes), bias_init=zeros_init(axes[1:]))
+
+
+@jax.custom_vjp
+def add_bias(x, bias):
+    """x + bias (over the last axis), whose bias gradient is a vector-matrix product: on CPU, XLA's
+    reduce over the 640 rows of a 640 x 30522 generator-logit gradient took 50 ms, the product 1.5."""
+    return x + bias.astype(x.dtype)
+
+
+def _add_bias_fwd(x, bias):
+    return add_bias(x, bias), bias
+
+
+def _add_bias_bwd(bias, grad):
+    rows = grad.reshape(-1, grad.shape[-1])
+    bias_grad = jnp.dot(jnp.ones(rows.shape[0], rows.dtype), rows, preferred_element_type=jnp.float32)
+    return grad, bias_grad.astype(bias.dtype)
+
+
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 
 class Embeddings(nn.Module):
