@@ -104,7 +104,6 @@ class MeshConfig:
         ("embed", "fsdp"),
         ("mlp", "tensor"),
         ("heads", "tensor"),
-        ("kv", None),
         ("length", None),
     )
 

@@ -26,13 +26,10 @@ def _tower_state_dict(params, tower: str, layers: int, prefix: str = "electra.")
         out[prefix + "embeddings_project.bias"] = t["embeddings_project"]["bias"]
     for i in range(layers):
         layer, hf = t["encoder"][f"layer_{i}"], f"{prefix}encoder.layer.{i}."
-        for name in ("query", "key", "value"):
-            kernel = layer["attention"][name]["kernel"]
-            out[hf + f"attention.self.{name}.weight"] = kernel.reshape(kernel.shape[0], -1).T
-            out[hf + f"attention.self.{name}.bias"] = layer["attention"][name]["bias"].reshape(-1)
-        kernel = layer["attention"]["output"]["kernel"]
-        out[hf + "attention.output.dense.weight"] = kernel.reshape(-1, kernel.shape[-1]).T
-        out[hf + "attention.output.dense.bias"] = layer["attention"]["output"]["bias"]
+        for ours, theirs in (("query", "self.query"), ("key", "self.key"), ("value", "self.value"),
+                             ("output", "output.dense")):
+            out[hf + f"attention.{theirs}.weight"] = layer["attention"][ours]["kernel"].T
+            out[hf + f"attention.{theirs}.bias"] = layer["attention"][ours]["bias"]
         for ours, theirs in (("attention_LayerNorm", "attention.output.LayerNorm"),
                              ("output_LayerNorm", "output.LayerNorm")):
             out[hf + theirs + ".weight"] = layer[ours]["scale"]
