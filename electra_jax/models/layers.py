@@ -53,7 +53,7 @@ class Dropout(nn.Module):
     """Inverted dropout whose mask is a counter-based hash of (element index, two key-derived words).
 
     One Threefry draw per layer seeds the hash; every element's bit then costs a few integer ops that
-    fuse with the select (threefry per element cost ~0.3 s of a 2.2 s ELECTRA-small CPU step). The mask
+    fuse with the select (Threefry per element cost ~0.2 s of a 2.2 s ELECTRA-small CPU step). The mask
     depends only on the key and the element's index, so it is the same under any sharding.
     """
     rate: float
