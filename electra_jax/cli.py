@@ -38,6 +38,18 @@ def _tokenizer_train(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from electra_jax.hf.export import export
+    export(args.source, args.out_dir, step=args.step)
+    return 0
+
+
+def _import(args) -> int:
+    from electra_jax.hf.importer import import_hf
+    import_hf(args.hf_dir, args.out_dir, generator=args.generator, base_config=args.config)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="electra-jax", description="Pretrain ELECTRA-family encoders in JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--no-progress", action="store_true", help="no progress bar")
     pre.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. train.steps=1000")
     pre.set_defaults(run=_pretrain)
+
+    exp = commands.add_parser("export", help="write a run's checkpoint as Hugging Face PyTorch models "
+                                             "(OUT_DIR/discriminator and OUT_DIR/generator)")
+    exp.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT", help="a run directory or one of its checkpoints")
+    exp.add_argument("out_dir", metavar="OUT_DIR", help="a new (or empty) folder")
+    exp.add_argument("--step", type=int, help="which checkpoint (default: the newest finished one)")
+    exp.set_defaults(run=_export)
+
+    imp = commands.add_parser("import", help="turn Hugging Face ELECTRA weights into a run directory that "
+                                             "pretrain continues and fine-tuning starts from")
+    imp.add_argument("hf_dir", metavar="HF_DIR", help="an ElectraForPreTraining / ElectraForMaskedLM / ElectraModel "
+                                                      "folder, or a folder with discriminator/ and generator/")
+    imp.add_argument("out_dir", metavar="OUT_DIR", help="the new run directory")
+    imp.add_argument("--generator", help="an ElectraForMaskedLM folder to pair with HF_DIR's discriminator")
+    imp.add_argument("--config", help="preset for everything but the model (default: the package defaults)")
+    imp.set_defaults(run=_import)
 
     tok = commands.add_parser("tokenizer", help="tokenizer tools")
     tok_commands = tok.add_subparsers(dest="tokenizer_command", required=True)
@@ -67,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -28,6 +28,10 @@ class ModelConfig:
     num_heads: int = 4
     intermediate_size: int = 1024
     generator_fraction: float = 0.25  # generator hidden = fraction * hidden_size
+    # Explicit generator sizes (0: derived from the fraction); set when importing a published generator.
+    generator_hidden: int = 0
+    generator_heads: int = 0
+    generator_intermediate: int = 0
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
     dropout_rate: float = 0.1
@@ -40,15 +44,15 @@ class ModelConfig:
 
     @property
     def generator_hidden_size(self) -> int:
-        return max(1, int(round(self.hidden_size * self.generator_fraction)))
+        return self.generator_hidden or max(1, int(round(self.hidden_size * self.generator_fraction)))
 
     @property
     def generator_num_heads(self) -> int:
-        return max(1, self.generator_hidden_size // 64)
+        return self.generator_heads or max(1, self.generator_hidden_size // 64)
 
     @property
     def generator_intermediate_size(self) -> int:
-        return 4 * self.generator_hidden_size
+        return self.generator_intermediate or 4 * self.generator_hidden_size
 
 
 @dataclass(frozen=True)

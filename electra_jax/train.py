@@ -247,12 +247,12 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
     training = setup_training(config, mesh, specials)
     schedule = training.schedule
     checkpointer = Checkpointer(run_dir / "checkpoints", config.checkpoint)
-    start = checkpointer.latest_step() or 0
-    if start:
+    start = checkpointer.latest_step()
+    if start is not None:  # step 0 is an imported model
         state, _ = checkpointer.restore(start, training.abstract_state)
         log(f"resumed from step {start} in {run_dir / 'checkpoints'}")
     else:
-        state = training.init()
+        start, state = 0, training.init()
     end = config.train.steps
     if config.train.stop_after:
         end = min(end, start + config.train.stop_after)

@@ -19,12 +19,8 @@ def train_wordpiece(files: Iterable[str | Path], vocab_size: int, *, lowercase: 
     for f in files:
         if not Path(f).is_file():
             raise FileNotFoundError(f"tokenizer: input file not found: {f}")
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-    # strip_accents must be an explicit bool: None would make it follow `lowercase`.
-    tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                      strip_accents=bool(strip_accents), lowercase=bool(lowercase))
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    tokenizer = wordpiece_from_vocab({token: i for i, token in enumerate(SPECIAL_TOKENS)}, lowercase=lowercase,
+                                     strip_accents=strip_accents)
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                         special_tokens=list(SPECIAL_TOKENS), continuing_subword_prefix="##",
                                         show_progress=False)
@@ -35,8 +31,19 @@ def train_wordpiece(files: Iterable[str | Path], vocab_size: int, *, lowercase: 
     pieces = [t for t in tokenizer.get_vocab() if t not in SPECIAL_TOKENS]
     pieces.sort(key=lambda t: (len(t.removeprefix("##")) > 1, t.startswith("##"), t))
     vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *pieces])}
-    tokenizer.model = models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##",
-                                       max_input_chars_per_word=100)
+    return wordpiece_from_vocab(vocab, lowercase=lowercase, strip_accents=strip_accents)
+
+
+def wordpiece_from_vocab(vocab: dict[str, int], *, lowercase: bool, strip_accents: bool) -> Tokenizer:
+    """A BERT-style WordPiece tokenizer over a fixed vocabulary ([CLS] A [SEP] B [SEP] templates)."""
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##",
+                                           max_input_chars_per_word=100))
+    tokenizer.add_special_tokens([token for token in SPECIAL_TOKENS if token in vocab])  # never split, skipped by decode
+    # strip_accents must be an explicit bool: None would make it follow `lowercase`.
+    tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                      strip_accents=bool(strip_accents), lowercase=bool(lowercase))
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",

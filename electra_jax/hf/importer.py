@@ -1,0 +1,264 @@
+"""Import published Hugging Face ELECTRA weights into a run directory that `pretrain` continues.
+
+HF_DIR is one model folder (ElectraForPreTraining, ElectraForMaskedLM or ElectraModel) or a folder with
+`discriminator/` and `generator/` inside (what `export` writes). A tower that is not given starts
+from a fresh initialisation. The result, OUT_DIR, holds config.yaml, tokenizer/ and checkpoints/0 (the
+parameters with a fresh optimizer state); it is assembled in a temporary sibling and renamed at the end.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from electra_jax.config import ModelConfig, load_config, save_config, validate
+from electra_jax.hf.names import ARCHITECTURES, ENCODER_PREFIX, TIED_DECODER, convert, get_path, rows_for, set_path
+
+IGNORED = ("embeddings.position_ids",)  # buffers some older checkpoints carry
+
+
+class HFImportError(ValueError):
+    """Bad input for `import`: one line naming what is wrong."""
+
+
+# ---------------------------------------------------------------------------- reading HF folders
+
+def read_tensors(folder: Path) -> dict[str, np.ndarray]:
+    """model.safetensors (or its sharded index), else pytorch_model.bin via torch.load(weights_only=True)."""
+    from safetensors.numpy import load_file
+    if (folder / "model.safetensors").is_file():
+        return load_file(str(folder / "model.safetensors"))
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return {name: array for shard in shards for name, array in load_file(str(folder / shard)).items()}
+    if (folder / "pytorch_model.bin").is_file():
+        try:
+            import torch
+        except ImportError:
+            raise HFImportError(f"import: {folder}/pytorch_model.bin needs torch to read "
+                               f"(pip install torch==2.13.0), or convert it to model.safetensors") from None
+        state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        return {name: tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy()
+                for name, tensor in state.items()}
+    raise HFImportError(f"import: {folder} has no model.safetensors or pytorch_model.bin")
+
+
+def detect_architecture(config: dict, tensors: dict) -> str:
+    if any(name.startswith("discriminator_predictions.") for name in tensors):
+        return "ElectraForPreTraining"
+    if any(name.startswith("generator_predictions.") for name in tensors):
+        return "ElectraForMaskedLM"
+    declared = (config.get("architectures") or ["ElectraModel"])[0]
+    if declared not in ("ElectraModel", "ElectraForPreTraining", "ElectraForMaskedLM") and any(
+            n.startswith(ENCODER_PREFIX) for n in tensors):
+        raise HFImportError(f"import: architecture {declared} is not supported "
+                           f"(use ElectraForPreTraining, ElectraForMaskedLM or ElectraModel)")
+    return "ElectraModel"
+
+
+def read_model_folder(folder: Path) -> tuple[dict, dict, str]:
+    """(config.json contents, tensors, architecture) of one HF model folder, checked to be an ELECTRA."""
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise HFImportError(f"import: {config_path} not found (give a Hugging Face model folder)")
+    config = json.loads(config_path.read_text())
+    problems = []
+    if config.get("model_type") != "electra":
+        problems.append(f"model_type is {config.get('model_type')!r}, not 'electra'")
+    if config.get("hidden_act", "gelu") != "gelu":
+        problems.append(f"hidden_act is {config.get('hidden_act')!r} (only exact 'gelu' is supported)")
+    if config.get("position_embedding_type", "absolute") != "absolute":
+        problems.append(f"position_embedding_type is {config.get('position_embedding_type')!r}, not 'absolute'")
+    if problems:
+        raise HFImportError(f"import: {config_path}: " + "; ".join(problems))
+    tensors = read_tensors(folder)
+    architecture = detect_architecture(config, tensors)
+    if architecture == "ElectraModel":  # some ElectraModel checkpoints keep the task models' prefix
+        tensors = {name.removeprefix(ENCODER_PREFIX): array for name, array in tensors.items()}
+    return config, tensors, architecture
+
+
+def model_config_from_hf(discriminator: dict | None, generator: dict | None, base: ModelConfig) -> ModelConfig:
+    main = discriminator or generator
+    shared = ("vocab_size", "embedding_size", "num_hidden_layers", "max_position_embeddings", "type_vocab_size")
+    if discriminator and generator:
+        differ = [f"{k} ({discriminator.get(k)} vs {generator.get(k)})" for k in shared
+                  if discriminator.get(k) != generator.get(k)]
+        if differ:
+            raise HFImportError("import: discriminator and generator configs disagree on " + ", ".join(differ))
+    model = dataclasses.replace(
+        base, vocab_size=main["vocab_size"], embedding_size=main.get("embedding_size", main["hidden_size"]),
+        num_layers=main["num_hidden_layers"], max_position_embeddings=main["max_position_embeddings"],
+        type_vocab_size=main.get("type_vocab_size", 2), layer_norm_eps=main.get("layer_norm_eps", 1e-12),
+        initializer_range=main.get("initializer_range", 0.02),
+        dropout_rate=main.get("hidden_dropout_prob", 0.1),
+        attention_dropout_rate=main.get("attention_probs_dropout_prob", 0.1))
+    if discriminator:
+        model = dataclasses.replace(model, hidden_size=discriminator["hidden_size"],
+                                    num_heads=discriminator["num_attention_heads"],
+                                    intermediate_size=discriminator["intermediate_size"])
+    if generator:
+        model = dataclasses.replace(model, generator_hidden=generator["hidden_size"],
+                                    generator_heads=generator["num_attention_heads"],
+                                    generator_intermediate=generator["intermediate_size"],
+                                    generator_fraction=min(1.0, generator["hidden_size"] / model.hidden_size))
+    return model
+
+
+# ---------------------------------------------------------------------------- weights
+
+def fill_params(params: dict, model: ModelConfig, tensors: dict, architecture: str, folder: Path) -> None:
+    """Copies every tensor of one HF model into `params` through the name table; lists every problem."""
+    rows = rows_for(model, architecture)
+    expected = {hf for _, hf, _ in rows}
+    missing = sorted(expected - tensors.keys())
+    unexpected = sorted(n for n in tensors.keys() - expected if not n.endswith(IGNORED) and n != TIED_DECODER)
+    mismatched = []
+    for ours, hf, layout in rows:
+        if hf in tensors:
+            want = get_path(params, ours).shape
+            got = convert(tensors[hf], layout).shape
+            if got != want:
+                mismatched.append(f"{hf} {tuple(tensors[hf].shape)} (expected {tuple(reversed(want)) if layout != 'same' else want})")
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)}: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}")
+    if mismatched:
+        problems.append(f"wrong shape {len(mismatched)}: {', '.join(mismatched[:4])}{' ...' if len(mismatched) > 4 else ''}")
+    if problems:
+        raise HFImportError(f"import: {folder} does not fit an {architecture} of its config.json: " + "; ".join(problems))
+    if TIED_DECODER in tensors and not np.array_equal(tensors[TIED_DECODER],
+                                                      tensors[ENCODER_PREFIX + "embeddings.word_embeddings.weight"]):
+        raise HFImportError(f"import: {folder}: {TIED_DECODER} differs from the word embeddings "
+                           f"(an untied generator output layer is not supported)")
+    for ours, hf, layout in rows:
+        set_path(params, ours, convert(tensors[hf], layout).astype(np.float32))
+
+
+def _check_shared_embeddings(first: dict, second: dict, folders) -> None:
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm"):
+        a, b = first[name], second[name]
+        if any(not np.array_equal(a[k], b[k]) for k in a):
+            raise HFImportError(f"import: {folders[0]} and {folders[1]} have different embeddings.{name}; "
+                               f"ELECTRA shares them, so they cannot form one model")
+
+
+# ---------------------------------------------------------------------------- tokenizer
+
+def import_tokenizer(folder: Path):
+    """vocab.txt with tokenizer_config.json's flags (what transformers itself uses), else tokenizer.json."""
+    from electra_jax.data.tokenizer import SPECIAL_TOKENS, load_tokenizer, wordpiece_from_vocab
+    settings = {}
+    if (folder / "tokenizer_config.json").is_file():
+        settings = json.loads((folder / "tokenizer_config.json").read_text())
+    if (folder / "vocab.txt").is_file():
+        tokens = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
+        vocab = {token: i for i, token in enumerate(t for t in tokens if t)}
+        missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+        if missing:
+            raise HFImportError(f"import: {folder}/vocab.txt lacks the special tokens {missing}")
+        lowercase = bool(settings.get("do_lower_case", True))  # BERT's defaults when unstated
+        strip_accents = settings.get("strip_accents")
+        return wordpiece_from_vocab(vocab, lowercase=lowercase,
+                                    strip_accents=lowercase if strip_accents is None else bool(strip_accents))
+    if (folder / "tokenizer.json").is_file():
+        return load_tokenizer(folder / "tokenizer.json")
+    raise HFImportError(f"import: {folder} has no vocab.txt or tokenizer.json")
+
+
+# ---------------------------------------------------------------------------- the command
+
+def model_folders(source: Path, generator: Path | None) -> tuple[Path | None, Path | None, Path | None]:
+    """(discriminator-side folder, generator folder, tokenizer folder)."""
+    if not source.exists():
+        raise FileNotFoundError(f"import: {source} does not exist")
+    if (source / "discriminator" / "config.json").is_file() and not (source / "config.json").is_file():
+        pair_generator = source / "generator" if (source / "generator" / "config.json").is_file() else None
+        return source / "discriminator", generator or pair_generator, source / "discriminator"
+    return source, generator, source
+
+
+def import_hf(source: str | Path, out_dir: str | Path, generator: str | Path | None = None,
+              base_config: str | Path | None = None, log=print) -> Path:
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from electra_jax.checkpoint import Checkpointer
+    from electra_jax.data.tokenizer import save_tokenizer
+    from electra_jax.models.electra import Electra
+    from electra_jax.optim import make_optimizer, make_schedule
+    from electra_jax.train import TrainState, _dummy_inputs
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"import: {out_dir} exists and is not empty; choose a new folder or remove it")
+    first_folder, generator_folder, tokenizer_folder = model_folders(Path(source), Path(generator) if generator else None)
+    loaded = [read_model_folder(first_folder)]
+    if generator_folder is not None:
+        loaded.append(read_model_folder(generator_folder))
+    by_tower = {}
+    for folder, (hf_config, tensors, architecture) in zip([first_folder, generator_folder], loaded):
+        tower = ARCHITECTURES[architecture][0]
+        if tower in by_tower:
+            raise HFImportError(f"import: two {tower} models given ({by_tower[tower][0]} and {folder})")
+        by_tower[tower] = (folder, hf_config, tensors, architecture)
+    config = load_config(base_config)
+    hf_configs = {tower: entry[1] for tower, entry in by_tower.items()}
+    model = model_config_from_hf(hf_configs.get("discriminator"), hf_configs.get("generator"), config.model)
+    tokenizer = import_tokenizer(tokenizer_folder)
+    if tokenizer.get_vocab_size() > model.vocab_size:
+        raise HFImportError(f"import: the tokenizer has {tokenizer.get_vocab_size()} tokens but the model's "
+                           f"vocab_size is {model.vocab_size}")
+    normalizer = tokenizer.normalizer
+    config = dataclasses.replace(config, model=model, data=dataclasses.replace(
+        config.data, vocab_size=tokenizer.get_vocab_size(), lowercase=bool(normalizer.lowercase),
+        strip_accents=bool(normalizer.strip_accents), tokenizer="",
+        seq_len=min(config.data.seq_len, model.max_position_embeddings)))
+    validate(config)
+
+    # Fresh parameters first: a tower that is not imported keeps its initialisation.
+    electra = Electra(model)
+    params = jax.tree.map(np.asarray, nn.unbox(
+        jax.jit(lambda rng: electra.init(rng, *_dummy_inputs(config))["params"])(jax.random.key(config.train.seed))))
+    imported = {}
+    for tower, (folder, _, tensors, architecture) in by_tower.items():
+        fill_params(params, model, tensors, architecture, folder)
+        imported[tower] = jax.tree.map(lambda x: x, params["embeddings"])  # before the next tower overwrites them
+        log(f"imported {architecture} from {folder}")
+    if len(imported) == 2:
+        _check_shared_embeddings(*imported.values(), folders=[entry[0] for entry in by_tower.values()])
+    for tower in ("discriminator", "generator"):
+        if tower not in by_tower:
+            log(f"the {tower} is freshly initialised (no {tower} given)")
+
+    tx = make_optimizer(config.optimizer, make_schedule(config.schedule, config.optimizer.learning_rate,
+                                                         config.train.steps))
+    params = jax.tree.map(jnp.asarray, params)
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        os.chmod(staging, 0o755)
+        save_config(config, staging / "config.yaml")
+        save_tokenizer(tokenizer, staging / "tokenizer", lowercase=config.data.lowercase)
+        checkpointer = Checkpointer(staging / "checkpoints", dataclasses.replace(config.checkpoint, async_save=False))
+        checkpointer.save(0, state, {"step": 0, "imported_from": [str(entry[0]) for entry in by_tower.values()]})
+        checkpointer.close()
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log(f"wrote {out_dir} (continue with: electra-jax pretrain --config {out_dir}/config.yaml --run-dir {out_dir})")
+    return out_dir
+
