@@ -264,3 +264,20 @@ def test_seed_model_snippets_run_on_an_exported_smoke_run(tmp_path, tiny_corpus)
     card = (disc / "README.md").read_text()
     assert "ElectraForPreTraining" in card and "4 steps" in card and "parameters" in card
     assert json.loads((disc / "tokenizer_config.json").read_text())["strip_accents"] is False
+
+
+def test_export_skips_a_checkpoint_still_being_written(tmp_path, tiny_corpus, capsys):
+    from electra_jax.cli import main
+    run = tmp_path / "run"
+    assert main(["pretrain", "--config", str(REPO / "configs" / "electra_smoke.yaml"), "--run-dir", str(run),
+                 "--no-progress", *TINY, "mesh.data=-1", "train.steps=4", "checkpoint.every_steps=2",
+                 f"data.corpus=[{tiny_corpus}]"]) == 0
+    in_flight = run / "checkpoints" / "6.orbax-checkpoint-tmp-1700000000"  # how Orbax names a save in progress
+    (in_flight / "state").mkdir(parents=True)
+    assert main(["export", str(run), str(tmp_path / "hf")]) == 0
+    assert "exported step 4" in capsys.readouterr().out
+    assert main(["export", str(run), str(tmp_path / "hf2"), "--step", "2"]) == 0
+    assert main(["export", str(run), str(tmp_path / "hf3"), "--step", "3"]) == 2
+    assert "no checkpoint for step 3" in capsys.readouterr().err and not (tmp_path / "hf3").exists()
+    assert main(["export", str(run), str(tmp_path / "hf")]) == 2  # never overwrites a finished export
+    assert "not empty" in capsys.readouterr().err
