@@ -281,3 +281,17 @@ def test_export_skips_a_checkpoint_still_being_written(tmp_path, tiny_corpus, ca
     assert "no checkpoint for step 3" in capsys.readouterr().err and not (tmp_path / "hf3").exists()
     assert main(["export", str(run), str(tmp_path / "hf")]) == 2  # never overwrites a finished export
     assert "not empty" in capsys.readouterr().err
+
+
+def test_import_reads_pytorch_model_bin(tmp_path):
+    config = tiny_config(24, 48, 0.25)
+    save_hf_pair(tmp_path / "hf", config)
+    disc = tmp_path / "hf" / "discriminator"
+    from safetensors.numpy import load_file
+    tensors = load_file(str(disc / "model.safetensors"))
+    torch.save({k: torch.from_numpy(v) for k, v in tensors.items()}, disc / "pytorch_model.bin")
+    (disc / "model.safetensors").unlink()
+    import_hf(disc, tmp_path / "run", log=lambda *_: None)  # the discriminator alone: a fresh generator
+    _, params, _ = load_run_params(tmp_path / "run", None)
+    np.testing.assert_array_equal(params["discriminator"]["encoder"]["layer_1"]["intermediate"]["kernel"],
+                                  tensors["electra.encoder.layer.1.intermediate.dense.weight"].T)
