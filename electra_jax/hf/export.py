@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from electra_jax.config import Config, MeshConfig, load_config
 from electra_jax.hf.names import convert, get_path, rows_for, tower_sizes
+from electra_jax.hf.staging import refuse_nonempty, staged_folder
 
 TOWERS = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
 
@@ -174,26 +173,16 @@ def model_card(config: Config, tower: str, step: int, num_params: int, metrics: 
 
 def export(source: str | Path, out_dir: str | Path, step: int | None = None, log=print) -> Path:
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"export: {out_dir} exists and is not empty; choose a new folder or remove it")
+    refuse_nonempty(out_dir, "export")
     run_dir, step = locate_checkpoint(source, step)
     config, params, step = load_run_params(run_dir, step)
     metrics = _last_metrics(run_dir, step)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
-        os.chmod(staging, 0o755)
-        for tower, architecture in TOWERS.items():
+    with staged_folder(out_dir, "export") as staging:
+        for tower in TOWERS:
             folder = staging / tower
             num_params = write_model_files(folder, config, params, tower)
             tokenizer = write_tokenizer_files(run_dir, folder)
             (folder / "README.md").write_text(model_card(config, tower, step, num_params, metrics, tokenizer))
-        if out_dir.exists():
-            out_dir.rmdir()  # empty (checked above)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log(f"exported step {step} of {run_dir} to {out_dir}/discriminator and {out_dir}/generator")
     return out_dir
 

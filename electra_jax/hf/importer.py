@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from electra_jax.config import ModelConfig, load_config, save_config, validate
 from electra_jax.hf.names import ARCHITECTURES, ENCODER_PREFIX, TIED_DECODER, convert, get_path, rows_for, set_path
+from electra_jax.hf.staging import refuse_nonempty, staged_folder
 
 IGNORED = ("embeddings.position_ids",)  # buffers some older checkpoints carry
 
@@ -199,8 +197,7 @@ def import_hf(source: str | Path, out_dir: str | Path, generator: str | Path | N
     from electra_jax.train import TrainState, _dummy_inputs
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"import: {out_dir} exists and is not empty; choose a new folder or remove it")
+    refuse_nonempty(out_dir, "import")
     first_folder, generator_folder, tokenizer_folder = model_folders(Path(source), Path(generator) if generator else None)
     loaded = [read_model_folder(first_folder)]
     if generator_folder is not None:
@@ -244,21 +241,12 @@ def import_hf(source: str | Path, out_dir: str | Path, generator: str | Path | N
                                                          config.train.steps))
     params = jax.tree.map(jnp.asarray, params)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
-        os.chmod(staging, 0o755)
+    with staged_folder(out_dir, "import") as staging:
         save_config(config, staging / "config.yaml")
         save_tokenizer(tokenizer, staging / "tokenizer", lowercase=config.data.lowercase)
         checkpointer = Checkpointer(staging / "checkpoints", dataclasses.replace(config.checkpoint, async_save=False))
         checkpointer.save(0, state, {"step": 0, "imported_from": [str(entry[0]) for entry in by_tower.values()]})
         checkpointer.close()
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log(f"wrote {out_dir} (continue with: electra-jax pretrain --config {out_dir}/config.yaml --run-dir {out_dir})")
     return out_dir
 
