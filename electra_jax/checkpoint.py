@@ -33,9 +33,9 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
         return restored["state"], restored["data"]
 
-    def restore_params(self, step: int, abstract_state):
+    def restore_params(self, step: int, abstract_params):
         """Only the parameters: the optimizer state is not read."""
-        item = {"params": abstract_state.params}
+        item = {"params": abstract_params}
         restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
             item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)))
         return restored["state"]["params"]

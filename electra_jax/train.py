@@ -21,7 +21,7 @@ from flax import struct
 
 from electra_jax import objectives
 from electra_jax.checkpoint import Checkpointer, abstract_with_shardings
-from electra_jax.config import Config, ConfigError, save_config, validate
+from electra_jax.config import Config, ConfigError, MeshConfig, save_config, validate
 from electra_jax.data.default_corpus import write_default_corpus
 from electra_jax.data.pretraining import BatchLoader, build_examples, load_examples, save_examples
 from electra_jax.data.tokenizer import load_tokenizer, save_tokenizer, train_wordpiece
@@ -200,11 +200,24 @@ class Training(NamedTuple):
     step_fn: Any  # jitted (state, batch) -> (state, metrics); donates the state
 
 
+def build_optimizer(config: Config) -> tuple[optax.Schedule, optax.GradientTransformation]:
+    schedule = make_schedule(config.schedule, config.optimizer.learning_rate, config.train.steps)
+    return schedule, make_optimizer(config.optimizer, schedule)
+
+
+def single_device_state(config: Config):
+    """(abstract state, state initialiser) on one device: for tools that read or write a run's checkpoints
+    outside training (export, import), whatever mesh the run trained on."""
+    config = dataclasses.replace(config, mesh=MeshConfig(data=1))
+    _, tx = build_optimizer(config)
+    _, abstract, make_state = state_shardings(config, build_model(config), tx, make_mesh(config, jax.devices()[:1]))
+    return abstract, make_state
+
+
 def setup_training(config: Config, mesh, specials: SpecialIds) -> Training:
     """Model, optimizer, state shardings, a sharded initialiser and the jitted step for one mesh."""
     model = build_model(config)
-    schedule = make_schedule(config.schedule, config.optimizer.learning_rate, config.train.steps)
-    tx = make_optimizer(config.optimizer, schedule)
+    schedule, tx = build_optimizer(config)
     shardings, abstract, make_state = state_shardings(config, model, tx, mesh)
     init = functools.partial(jax.jit(make_state, out_shardings=shardings), jax.random.key(config.train.seed))
     batch_spec = batch_sharding(mesh, logical_rules(config))

@@ -6,14 +6,13 @@ is written into a temporary sibling folder that is renamed to OUT_DIR only once 
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from electra_jax.config import Config, MeshConfig, load_config
+from electra_jax.config import Config, load_config
 from electra_jax.hf.names import convert, get_path, rows_for, tower_sizes
 from electra_jax.hf.staging import refuse_nonempty, staged_folder
 
@@ -43,16 +42,10 @@ def load_run_params(run_dir: Path, step: int | None) -> tuple[Config, dict, int]
     import jax
 
     from electra_jax.checkpoint import Checkpointer
-    from electra_jax.mesh import make_mesh
-    from electra_jax.models.electra import Electra
-    from electra_jax.optim import make_optimizer, make_schedule
-    from electra_jax.train import state_shardings
+    from electra_jax.train import single_device_state
 
     config = load_config(run_dir / "config.yaml")
-    config = dataclasses.replace(config, mesh=MeshConfig(data=1))  # read everything onto one device
-    tx = make_optimizer(config.optimizer, make_schedule(config.schedule, config.optimizer.learning_rate,
-                                                         config.train.steps))
-    _, abstract, _ = state_shardings(config, Electra(config.model), tx, make_mesh(config, jax.devices()[:1]))
+    abstract, _ = single_device_state(config)
     checkpointer = Checkpointer(run_dir / "checkpoints", config.checkpoint, read_only=True)
     try:
         steps = checkpointer.all_steps()  # finished checkpoints only: a save in flight is not listed
@@ -63,7 +56,7 @@ def load_run_params(run_dir: Path, step: int | None) -> tuple[Config, dict, int]
         elif step not in steps:
             raise ValueError(f"export: no checkpoint for step {step} in {run_dir / 'checkpoints'} "
                              f"(there are: {', '.join(map(str, steps))})")
-        params = checkpointer.restore_params(step, abstract)
+        params = checkpointer.restore_params(step, abstract.params)
     finally:
         checkpointer.close()
     return config, jax.tree.map(np.asarray, params), step

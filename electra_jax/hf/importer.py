@@ -111,6 +111,11 @@ def model_config_from_hf(discriminator: dict | None, generator: dict | None, bas
 
 # ---------------------------------------------------------------------------- weights
 
+def _listed(what: str, items: list[str], shown: int) -> str:
+    """'missing 9: a, b, c ...' (empty when there are none)."""
+    return f"{what} {len(items)}: {', '.join(items[:shown])}{' ...' if len(items) > shown else ''}" if items else ""
+
+
 def fill_params(params: dict, model: ModelConfig, tensors: dict, architecture: str, folder: Path) -> None:
     """Copies every tensor of one HF model into `params` through the name table; lists every problem."""
     rows = rows_for(model, architecture)
@@ -124,13 +129,8 @@ def fill_params(params: dict, model: ModelConfig, tensors: dict, architecture: s
             got = convert(tensors[hf], layout).shape
             if got != want:
                 mismatched.append(f"{hf} {tuple(tensors[hf].shape)} (expected {tuple(reversed(want)) if layout != 'same' else want})")
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)}: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}")
-    if mismatched:
-        problems.append(f"wrong shape {len(mismatched)}: {', '.join(mismatched[:4])}{' ...' if len(mismatched) > 4 else ''}")
+    problems = [_listed("missing", missing, 6), _listed("unexpected", unexpected, 6), _listed("wrong shape", mismatched, 4)]
+    problems = [p for p in problems if p]
     if problems:
         raise HFImportError(f"import: {folder} does not fit an {architecture} of its config.json: " + "; ".join(problems))
     if TIED_DECODER in tensors and not np.array_equal(tensors[TIED_DECODER],
@@ -141,12 +141,16 @@ def fill_params(params: dict, model: ModelConfig, tensors: dict, architecture: s
         set_path(params, ours, convert(tensors[hf], layout).astype(np.float32))
 
 
-def _check_shared_embeddings(first: dict, second: dict, folders) -> None:
-    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm"):
-        a, b = first[name], second[name]
-        if any(not np.array_equal(a[k], b[k]) for k in a):
-            raise HFImportError(f"import: {folders[0]} and {folders[1]} have different embeddings.{name}; "
-                               f"ELECTRA shares them, so they cannot form one model")
+def check_shared_embeddings(model: ModelConfig, given: dict[str, tuple]) -> None:
+    """ELECTRA shares the embeddings: a discriminator and a generator must agree on every such tensor."""
+    names = [{ours: hf for ours, hf, _ in rows_for(model, architecture) if ours.startswith("embeddings/")}
+             for _, _, _, architecture in given.values()]
+    (first, _, first_tensors, _), (second, _, second_tensors, _) = given.values()
+    differ = [ours for ours in names[0] if not np.array_equal(first_tensors[names[0][ours]],
+                                                              second_tensors[names[1][ours]])]
+    if differ:
+        raise HFImportError(f"import: {first} and {second} have different {', '.join(differ)}; "
+                            f"ELECTRA shares the embeddings, so they cannot form one model")
 
 
 # ---------------------------------------------------------------------------- tokenizer
@@ -186,24 +190,19 @@ def model_folders(source: Path, generator: Path | None) -> tuple[Path | None, Pa
 
 def import_hf(source: str | Path, out_dir: str | Path, generator: str | Path | None = None,
               base_config: str | Path | None = None, log=print) -> Path:
-    import flax.linen as nn
     import jax
     import jax.numpy as jnp
 
     from electra_jax.checkpoint import Checkpointer
     from electra_jax.data.tokenizer import save_tokenizer
-    from electra_jax.models.electra import Electra
-    from electra_jax.optim import make_optimizer, make_schedule
-    from electra_jax.train import TrainState, _dummy_inputs
+    from electra_jax.train import single_device_state
 
     out_dir = Path(out_dir)
     refuse_nonempty(out_dir, "import")
     first_folder, generator_folder, tokenizer_folder = model_folders(Path(source), Path(generator) if generator else None)
-    loaded = [read_model_folder(first_folder)]
-    if generator_folder is not None:
-        loaded.append(read_model_folder(generator_folder))
-    by_tower = {}
-    for folder, (hf_config, tensors, architecture) in zip([first_folder, generator_folder], loaded):
+    by_tower = {}  # tower -> (folder, config.json, tensors, architecture)
+    for folder in (f for f in (first_folder, generator_folder) if f is not None):
+        hf_config, tensors, architecture = read_model_folder(folder)
         tower = ARCHITECTURES[architecture][0]
         if tower in by_tower:
             raise HFImportError(f"import: two {tower} models given ({by_tower[tower][0]} and {folder})")
@@ -222,25 +221,20 @@ def import_hf(source: str | Path, out_dir: str | Path, generator: str | Path | N
         seq_len=min(config.data.seq_len, model.max_position_embeddings)))
     validate(config)
 
-    # Fresh parameters first: a tower that is not imported keeps its initialisation.
-    electra = Electra(model)
-    params = jax.tree.map(np.asarray, nn.unbox(
-        jax.jit(lambda rng: electra.init(rng, *_dummy_inputs(config))["params"])(jax.random.key(config.train.seed))))
-    imported = {}
+    # A fresh state first: a tower that is not imported keeps its initialisation. The optimizer state
+    # (zero moments, step 0) does not depend on the parameter values.
+    _, make_state = single_device_state(config)
+    state = jax.jit(make_state)(jax.random.key(config.train.seed))
+    params = jax.tree.map(np.asarray, state.params)
     for tower, (folder, _, tensors, architecture) in by_tower.items():
         fill_params(params, model, tensors, architecture, folder)
-        imported[tower] = jax.tree.map(lambda x: x, params["embeddings"])  # before the next tower overwrites them
         log(f"imported {architecture} from {folder}")
-    if len(imported) == 2:
-        _check_shared_embeddings(*imported.values(), folders=[entry[0] for entry in by_tower.values()])
+    if len(by_tower) == 2:  # after fill_params has checked that every tensor is there
+        check_shared_embeddings(model, by_tower)
     for tower in ("discriminator", "generator"):
         if tower not in by_tower:
             log(f"the {tower} is freshly initialised (no {tower} given)")
-
-    tx = make_optimizer(config.optimizer, make_schedule(config.schedule, config.optimizer.learning_rate,
-                                                         config.train.steps))
-    params = jax.tree.map(jnp.asarray, params)
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    state = state.replace(params=jax.tree.map(jnp.asarray, params))
     with staged_folder(out_dir, "import") as staging:
         save_config(config, staging / "config.yaml")
         save_tokenizer(tokenizer, staging / "tokenizer", lowercase=config.data.lowercase)
