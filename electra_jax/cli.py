@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from electra_jax.config import ConfigError
@@ -29,12 +30,33 @@ def _pretrain(args) -> int:
 
 
 def _tokenizer_train(args) -> int:
-    from electra_jax.data.tokenizer import save_tokenizer, train_wordpiece
-    tokenizer = train_wordpiece(args.input, args.vocab_size, lowercase=args.lowercase,
-                                strip_accents=args.strip_accents, min_frequency=args.min_frequency)
-    path = save_tokenizer(tokenizer, args.out, lowercase=args.lowercase)
-    print(f"vocabulary of {tokenizer.get_vocab_size()} tokens written to {path}")
+    from electra_jax.data.vocabulary import VocabularyOptions, train_vocabulary
+    options = VocabularyOptions(kind=args.kind, vocab_size=args.vocab_size, lowercase=args.lowercase,
+                                strip_accents=args.strip_accents, limit_alphabet=args.limit_alphabet,
+                                unused=args.unused, min_frequency=args.min_frequency,
+                                character_coverage=args.character_coverage, max_lines=args.max_lines,
+                                text_field=args.text_field, tfds_data_dir=args.tfds_data_dir)
+    train_vocabulary(args.input, args.out, options)
     return 0
+
+
+def _prepare(args) -> int:
+    from electra_jax.data.prepare import PackOptions, prepare
+    options = PackOptions(format=args.format, seq_len=args.seq_len, seed=args.seed,
+                          short_seq_prob=args.short_seq_prob, single_segment_prob=args.single_segment_prob,
+                          blank_lines_separate_docs=args.blank_lines_separate_docs, text_field=args.text_field,
+                          tfds_data_dir=args.tfds_data_dir, examples_per_shard=args.examples_per_shard)
+    prepare(args.input, args.tokenizer, args.out, options, workers=args.workers, progress=not args.no_progress)
+    return 0
+
+
+def _add_source_options(parser) -> None:
+    parser.add_argument("--input", nargs="+", required=True, metavar="SOURCE",
+                        help="text files or globs (.gz too; one paragraph per line, blank lines between "
+                             "documents), tfds:NAME[/CONFIG][:SPLIT] (a TFDS dataset already in --tfds-data-dir) "
+                             "or hf:PATH[:SPLIT] (a dataset saved with datasets' save_to_disk)")
+    parser.add_argument("--text-field", default="text", help="the text field of tfds:/hf: records (default: text)")
+    parser.add_argument("--tfds-data-dir", help="TFDS data_dir (default: TFDS's own, ~/tensorflow_datasets)")
 
 
 def _export(args) -> int:
@@ -79,14 +101,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     tok = commands.add_parser("tokenizer", help="tokenizer tools")
     tok_commands = tok.add_subparsers(dest="tokenizer_command", required=True)
-    train = tok_commands.add_parser("train", help="train a WordPiece vocabulary on text files")
-    train.add_argument("--input", nargs="+", required=True, help="UTF-8 text files, one paragraph per line")
-    train.add_argument("--out", required=True, help="output folder (tokenizer.json, vocab.txt)")
+    train = tok_commands.add_parser("train", help="train a WordPiece (ELECTRA, BERT) or SentencePiece unigram "
+                                                  "(ALBERT) vocabulary and report its coverage")
+    _add_source_options(train)
+    train.add_argument("--out", required=True, help="a new (or empty) folder; transformers' "
+                                                    "AutoTokenizer.from_pretrained loads it")
+    train.add_argument("--kind", choices=("wordpiece", "sentencepiece"), default="wordpiece")
     train.add_argument("--vocab-size", type=int, default=30522)
-    train.add_argument("--min-frequency", type=int, default=2)
     train.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=False)
-    train.add_argument("--strip-accents", action=argparse.BooleanOptionalAction, default=False)
+    train.add_argument("--strip-accents", action=argparse.BooleanOptionalAction, default=False,
+                       help="independent of --lowercase; off keeps å, ø, ñ, á")
+    train.add_argument("--limit-alphabet", type=int, help="WordPiece: keep only this many distinct characters")
+    train.add_argument("--unused", type=int, default=0, help="reserve N [unusedI] tokens after the special ones")
+    train.add_argument("--min-frequency", type=int, default=2, help="WordPiece: the least count of a merged pair")
+    train.add_argument("--character-coverage", type=float, default=1.0,
+                       help="SentencePiece: share of characters covered (0.9995 suits Korean, Chinese, Japanese)")
+    train.add_argument("--max-lines", type=int, default=0, help="train on at most N lines (0: all)")
     train.set_defaults(run=_tokenizer_train)
+
+    prep = commands.add_parser("prepare", help="tokenize and pack a corpus into ArrayRecord shards for pretraining "
+                                               "(streaming, parallel, deterministic)")
+    _add_source_options(prep)
+    prep.add_argument("--tokenizer", required=True, help="a folder from `electra-jax tokenizer train`")
+    prep.add_argument("--out", required=True, help="a new (or empty) folder for the shards and metadata.json")
+    prep.add_argument("--seq-len", type=int, default=128)
+    prep.add_argument("--format", choices=("electra", "albert"), default="electra",
+                      help="electra: packed segments; albert: sentence pairs for sentence-order prediction")
+    prep.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                      help="tokenizing processes (0: in this process); the output does not depend on it")
+    prep.add_argument("--seed", type=int, default=0)
+    prep.add_argument("--short-seq-prob", type=float, help="share of shorter random targets (default: electra "
+                                                           "0.05, albert 0.1)")
+    prep.add_argument("--single-segment-prob", type=float, default=0.1, help="electra: share of one-segment examples")
+    prep.add_argument("--blank-lines-separate-docs", action=argparse.BooleanOptionalAction, default=True)
+    prep.add_argument("--examples-per-shard", type=int, default=100_000)
+    prep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    prep.set_defaults(run=_prepare)
     return parser
 
 

@@ -67,14 +67,14 @@ def prepare_data(config: Config, run_dir: Path, log=print):
     if data.tokenizer:
         tokenizer = load_tokenizer(data.tokenizer)
         if not (tokenizer_dir / "tokenizer.json").exists():  # the run directory is self-contained
-            save_tokenizer(tokenizer, tokenizer_dir, lowercase=data.lowercase)
+            save_tokenizer(tokenizer, tokenizer_dir)
     elif (tokenizer_dir / "tokenizer.json").exists():
         tokenizer = load_tokenizer(tokenizer_dir)
     else:
         log(f"training a WordPiece tokenizer (vocab {data.vocab_size}) on {len(files)} file(s)")
         tokenizer = train_wordpiece(files, data.vocab_size, lowercase=data.lowercase,
                                     strip_accents=data.strip_accents)
-        save_tokenizer(tokenizer, tokenizer_dir, lowercase=data.lowercase)
+        save_tokenizer(tokenizer, tokenizer_dir)
     cache = run_dir / "data" / f"examples_L{data.seq_len}.npz"
     if cache.exists():
         examples = load_examples(cache)

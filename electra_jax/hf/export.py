@@ -7,12 +7,12 @@ is written into a temporary sibling folder that is renamed to OUT_DIR only once 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from electra_jax.config import Config, load_config
+from electra_jax.data.tokenizer import save_tokenizer
 from electra_jax.hf.names import convert, get_path, rows_for, tower_sizes
 from electra_jax.hf.staging import refuse_nonempty, staged_folder
 
@@ -95,24 +95,12 @@ def write_model_files(folder: Path, config: Config, params: dict, tower: str) ->
 
 
 def write_tokenizer_files(run_dir: Path, out: Path) -> dict:
-    """Copies the run's tokenizer with a tokenizer_config.json that states every normalisation choice:
-    transformers 5 rebuilds the normaliser from do_lower_case/strip_accents, whose defaults are True/None."""
+    """The run's tokenizer, with every normalisation choice stated for transformers."""
     from tokenizers import Tokenizer
     tokenizer_json = run_dir / "tokenizer" / "tokenizer.json"
     if not tokenizer_json.is_file():
         raise FileNotFoundError(f"export: {tokenizer_json} is missing; the run directory is incomplete")
-    normalizer = Tokenizer.from_file(str(tokenizer_json)).normalizer
-    lowercase, strip_accents = bool(normalizer.lowercase), bool(normalizer.strip_accents)
-    shutil.copy(tokenizer_json, out / "tokenizer.json")
-    shutil.copy(run_dir / "tokenizer" / "vocab.txt", out / "vocab.txt")
-    specials = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-                "mask_token": "[MASK]"}
-    tokenizer_config = {"tokenizer_class": "ElectraTokenizer", "do_lower_case": lowercase,
-                        "strip_accents": strip_accents, "tokenize_chinese_chars": True, "model_max_length": 512,
-                        **specials}
-    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
-    (out / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
-    return {"lowercase": lowercase, "strip_accents": strip_accents}
+    return save_tokenizer(Tokenizer.from_file(str(tokenizer_json)), out)
 
 
 def _last_metrics(run_dir: Path, step: int) -> dict:

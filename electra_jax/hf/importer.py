@@ -237,7 +237,7 @@ def import_hf(source: str | Path, out_dir: str | Path, generator: str | Path | N
     state = state.replace(params=jax.tree.map(jnp.asarray, params))
     with staged_folder(out_dir, "import") as staging:
         save_config(config, staging / "config.yaml")
-        save_tokenizer(tokenizer, staging / "tokenizer", lowercase=config.data.lowercase)
+        save_tokenizer(tokenizer, staging / "tokenizer")
         checkpointer = Checkpointer(staging / "checkpoints", dataclasses.replace(config.checkpoint, async_save=False))
         checkpointer.save(0, state, {"step": 0, "imported_from": [str(entry[0]) for entry in by_tower.values()]})
         checkpointer.close()
