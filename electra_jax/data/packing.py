@@ -71,7 +71,9 @@ class Packer:
 
 
 class ElectraPacker(Packer):
-    piece_length = 1 << 30  # lines are not pre-cut: what does not fit carries over to the next example
+    @property
+    def piece_length(self) -> int:  # a line longer than an example is cut into example-sized pieces
+        return self.seq_len - 2
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
