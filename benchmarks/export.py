@@ -33,7 +33,7 @@ def build_run(run_dir: Path) -> int:
     training = setup_training(config, make_mesh(config, jax.devices()[:1]), SpecialIds(0, 2, 3, 4))
     state = training.init()
     checkpointer = Checkpointer(run_dir / "checkpoints", config.checkpoint)
-    checkpointer.save(1000, state, {"step": 1000})
+    checkpointer.save(1000, state)
     checkpointer.close()
     return sum(x.size for x in jax.tree.leaves(state.params))
 

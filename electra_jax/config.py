@@ -58,12 +58,13 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig:
     corpus: tuple[str, ...] = ()  # text files; empty: the embedded default corpus
+    prepared: str = ""  # a folder from `electra-jax prepare` (then corpus is not read)
     tokenizer: str = ""  # existing tokenizer.json (or its folder); empty: train one on the corpus
     vocab_size: int = 8000
     lowercase: bool = False
     strip_accents: bool = False
     seq_len: int = 128
-    short_seq_prob: float = 0.1
+    short_seq_prob: float = 0.05  # share of examples with a random shorter target length
     blank_lines_separate_docs: bool = True
     seed: int = 0
 
@@ -297,6 +298,8 @@ def validate(config: Config, num_devices: int | None = None) -> None:
     if d.seq_len > m.max_position_embeddings:
         raise ConfigError(f"config: data.seq_len={d.seq_len} exceeds model.max_position_embeddings="
                           f"{m.max_position_embeddings}")
+    if d.prepared and d.corpus:
+        raise ConfigError("config: give data.prepared or data.corpus, not both (prepared data is already packed)")
     if d.vocab_size < 10:
         raise ConfigError(f"config: data.vocab_size must be at least 10, got {d.vocab_size}")
     if not 0.0 <= d.short_seq_prob <= 1.0:

@@ -17,15 +17,17 @@ class MetricWriter:
         if enabled:
             from tensorboardX import SummaryWriter
             self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+            _drop_partial_last_line(self.path)
             self._file = open(self.path, "a", encoding="utf-8")
 
-    def write(self, step: int, values: dict[str, float]) -> None:
+    def write(self, step: int, values: dict[str, float | str]) -> None:
         if not self.enabled:
             return
         self._file.write(json.dumps({"step": step, **values}) + "\n")
         self._file.flush()
         for name, value in values.items():
-            self._tb.add_scalar(name, value, step)
+            if isinstance(value, (int, float)):  # not the batch digest
+                self._tb.add_scalar(name, value, step)
 
     def close(self) -> None:
         if self.enabled:
@@ -33,10 +35,26 @@ class MetricWriter:
             self._tb.close()
 
 
+def _drop_partial_last_line(path: Path) -> None:
+    """A run killed mid-write leaves half a record; its step is recomputed after resume, so drop it rather
+    than glue the next record onto it."""
+    if not path.is_file():
+        return
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        if data and not data.endswith(b"\n"):
+            handle.truncate(data.rfind(b"\n") + 1)
+
+
 def read_metrics(path: str | Path) -> list[dict]:
-    """Logged records; where a resumed run logged a step again, the last record wins."""
+    """Logged records; where a resumed run logged a step again, the last record wins. A half-written last
+    line (a killed run) is left out."""
     by_step: dict[int, dict] = {}
-    for line in Path(path).read_text().splitlines():
+    text = Path(path).read_text()
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        lines.pop()
+    for line in lines:
         if line.strip():
             record = json.loads(line)
             by_step[record["step"]] = record

@@ -1,6 +1,6 @@
 """ELECTRA pretraining: data -> sharded state -> jitted step -> metrics and checkpoints.
 
-Reads top to bottom: `prepare_data`, `build_model`, `state_shardings` (abstract, sharded), `make_train_step`
+Reads top to bottom: `prepare_data` (packed ArrayRecord shards), `build_model`, `state_shardings` (abstract, sharded), `make_train_step`
 (masking, generator sampling and both losses inside one jit), and `pretrain`, the loop.
 """
 from __future__ import annotations
@@ -22,7 +22,9 @@ from electra_jax import objectives
 from electra_jax.checkpoint import Checkpointer, abstract_with_shardings
 from electra_jax.config import Config, ConfigError, MeshConfig, save_config, validate
 from electra_jax.data.default_corpus import write_default_corpus
-from electra_jax.data.pretraining import BatchLoader, build_examples, load_examples, save_examples
+from electra_jax.data.loader import PretrainingData, batch_hash
+from electra_jax.data.prepare import METADATA, PackOptions, prepare, read_metadata
+from electra_jax.data.text_tokenizer import SpecialIds, copy_tokenizer, load_text_tokenizer
 from electra_jax.data.tokenizer import load_tokenizer, save_tokenizer, train_wordpiece
 from electra_jax.mesh import batch_sharding, logical_rules, make_mesh, replicated
 from electra_jax.metrics import MetricWriter, plot_metrics
@@ -41,57 +43,68 @@ class TrainState:
     opt_state: Any
 
 
-@dataclasses.dataclass(frozen=True)
-class SpecialIds:
-    pad: int
-    cls: int
-    sep: int
-    mask: int
-
-
 # ---------------------------------------------------------------------------- data
 
-def prepare_data(config: Config, run_dir: Path, log=print):
-    """Tokenizer and packed examples, cached in the run directory so a resumed run reuses them."""
+def prepare_data(config: Config, run_dir: Path, log=print) -> tuple[Config, Path, dict]:
+    """(config with the vocabulary size, prepared folder, its metadata): `data.prepared` as given, or the
+    corpus packed once into the run directory with the run's tokenizer (trained there if none is given)."""
     data = config.data
-    files = [Path(f) for f in data.corpus]
-    for f in files:
-        if not f.is_file():
-            raise ConfigError(f"config: data.corpus file not found: {f}")
-    if not files:
-        files = [run_dir / "data" / "default_corpus.txt"]
-        if not files[0].exists():
-            write_default_corpus(files[0])
-            log(f"wrote the embedded default corpus to {files[0]}")
     tokenizer_dir = run_dir / "tokenizer"
-    if data.tokenizer:
-        tokenizer = load_tokenizer(data.tokenizer)
-        if not (tokenizer_dir / "tokenizer.json").exists():  # the run directory is self-contained
-            save_tokenizer(tokenizer, tokenizer_dir)
-    elif (tokenizer_dir / "tokenizer.json").exists():
-        tokenizer = load_tokenizer(tokenizer_dir)
+    if data.prepared:
+        folder = Path(data.prepared)
+        if data.tokenizer:
+            _check_tokenizer(load_text_tokenizer(data.tokenizer), data.tokenizer, read_metadata(folder), folder)
+        if not tokenizer_dir.is_dir():  # the run directory is self-contained
+            copy_tokenizer(folder / "tokenizer", tokenizer_dir)
     else:
-        log(f"training a WordPiece tokenizer (vocab {data.vocab_size}) on {len(files)} file(s)")
-        tokenizer = train_wordpiece(files, data.vocab_size, lowercase=data.lowercase,
-                                    strip_accents=data.strip_accents)
-        save_tokenizer(tokenizer, tokenizer_dir)
-    cache = run_dir / "data" / f"examples_L{data.seq_len}.npz"
-    if cache.exists():
-        examples = load_examples(cache)
-    else:
-        examples = build_examples(files, tokenizer, data.seq_len, data.short_seq_prob, data.seed,
-                                  data.blank_lines_separate_docs)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        save_examples(examples, cache)
-    specials = SpecialIds(*(tokenizer.token_to_id(t) for t in ("[PAD]", "[CLS]", "[SEP]", "[MASK]")))
-    return tokenizer, examples, specials
+        files = [Path(f) for f in data.corpus]
+        if not files:
+            files = [run_dir / "data" / "default_corpus.txt"]
+            if not files[0].exists():
+                write_default_corpus(files[0])
+                log(f"wrote the embedded default corpus to {files[0]}")
+        if data.tokenizer:
+            if not (tokenizer_dir / "tokenizer.json").exists():
+                save_tokenizer(load_tokenizer(data.tokenizer), tokenizer_dir)
+        elif not (tokenizer_dir / "tokenizer.json").exists():
+            log(f"training a WordPiece tokenizer (vocab {data.vocab_size}) on {len(files)} file(s)")
+            save_tokenizer(train_wordpiece(files, data.vocab_size, lowercase=data.lowercase,
+                                           strip_accents=data.strip_accents), tokenizer_dir)
+        folder = run_dir / "data" / f"prepared_L{data.seq_len}"
+        if not (folder / METADATA).is_file():
+            options = PackOptions(format="electra", seq_len=data.seq_len, seed=data.seed,
+                                  short_seq_prob=data.short_seq_prob,
+                                  blank_lines_separate_docs=data.blank_lines_separate_docs)
+            prepare([str(f) for f in files], tokenizer_dir, folder, options, workers=0, progress=False, log=log)
+    metadata = read_metadata(folder)
+    _check_tokenizer(load_text_tokenizer(tokenizer_dir), tokenizer_dir, metadata, folder)
+    if metadata["format"] != "electra":
+        raise ConfigError(f"config: data.prepared={folder} holds {metadata['format']} examples; ELECTRA pretraining "
+                          f"needs data prepared with --format electra")
+    if metadata["seq_len"] != data.seq_len:
+        raise ConfigError(f"config: data.prepared={folder} was prepared with --seq-len {metadata['seq_len']}, but "
+                          f"data.seq_len={data.seq_len}; set data.seq_len={metadata['seq_len']} or prepare again")
+    return with_vocab(config, metadata["tokenizer"]["vocab_size"]), folder, metadata
+
+
+def _check_tokenizer(tokenizer, where, metadata: dict, folder: Path) -> None:
+    made_with = metadata["tokenizer"]
+    if tokenizer.fingerprint != made_with["fingerprint"]:
+        raise ConfigError(f"config: the prepared data {folder} was made with another tokenizer (fingerprint "
+                          f"{made_with['fingerprint'][:12]}, {made_with['vocab_size']} tokens) than {where} "
+                          f"({tokenizer.fingerprint[:12]}, {tokenizer.vocab_size} tokens); prepare the corpus with "
+                          f"--tokenizer {where}, or use a new run directory")
+
+
+def special_ids(metadata: dict) -> SpecialIds:
+    return SpecialIds(**metadata["tokenizer"]["special_ids"])
 
 
 def with_vocab(config: Config, tokenizer_vocab: int) -> Config:
     if config.model.vocab_size == 0:
         return dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer_vocab))
-    if config.model.vocab_size < tokenizer_vocab:
-        raise ConfigError(f"config: model.vocab_size={config.model.vocab_size} is smaller than the tokenizer's "
+    if config.model.vocab_size != tokenizer_vocab:
+        raise ConfigError(f"config: model.vocab_size={config.model.vocab_size} does not match the tokenizer's "
                           f"{tokenizer_vocab} tokens; set it to 0 to take the tokenizer's size")
     return config
 
@@ -227,6 +240,18 @@ def setup_training(config: Config, mesh, specials: SpecialIds) -> Training:
 
 # ---------------------------------------------------------------------------- the loop
 
+def _check_inputs(config: Config) -> None:
+    """Named input paths exist: checked before the run directory is made."""
+    for f in config.data.corpus:
+        if not Path(f).is_file():
+            raise ConfigError(f"config: data.corpus file not found: {f}")
+    if config.data.prepared and not (Path(config.data.prepared) / METADATA).is_file():
+        raise ConfigError(f"config: data.prepared={config.data.prepared} has no {METADATA}; make it with "
+                          f"`electra-jax prepare`")
+    if config.data.tokenizer and not Path(config.data.tokenizer).exists():
+        raise ConfigError(f"config: data.tokenizer={config.data.tokenizer} not found")
+
+
 def _to_host(metrics) -> dict[str, float]:
     return {name: float(value) for name, value in jax.device_get(metrics).items()}
 
@@ -246,36 +271,34 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
     """Train (or resume) in `run_dir`; returns a summary of the run."""
     run_dir = Path(run_dir)
     validate(config, jax.device_count())  # mesh and batch errors before any data work or compile
-    for f in config.data.corpus:
-        if not Path(f).is_file():
-            raise ConfigError(f"config: data.corpus file not found: {f}")
+    _check_inputs(config)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer, examples, specials = prepare_data(config, run_dir, log)
-    config = with_vocab(config, tokenizer.get_vocab_size())
+    config, data_folder, metadata = prepare_data(config, run_dir, log)
     save_config(config, run_dir / "config.yaml")
     is_main = jax.process_index() == 0
 
     mesh = make_mesh(config)
-    training = setup_training(config, mesh, specials)
+    training = setup_training(config, mesh, special_ids(metadata))
     schedule = training.schedule
+    data = PretrainingData(data_folder, config.train.batch_size, config.data.seed, jax.process_index(),
+                           jax.process_count())
     checkpointer = Checkpointer(run_dir / "checkpoints", config.checkpoint)
     start = checkpointer.latest_step()
     if start is not None:  # step 0 is an imported model
-        state, _ = checkpointer.restore(start, training.abstract_state)
+        state = checkpointer.restore(start, training.abstract_state, data)
         log(f"resumed from step {start} in {run_dir / 'checkpoints'}")
     else:
         start, state = 0, training.init()
     end = config.train.steps
     if config.train.stop_after:
         end = min(end, start + config.train.stop_after)
-
-    loader = BatchLoader(examples, config.train.batch_size, config.data.seed, jax.process_index(),
-                         jax.process_count())
     step_fn, batch_spec = training.step_fn, training.batch_sharding
 
-    def global_batch(step):
-        return {name: jax.make_array_from_process_local_data(batch_spec, array)
-                for name, array in loader.local_batch(step).items()}
+    def next_batch():
+        """The next global batch (from this host's slice) and the digest of this host's input ids."""
+        local = next(data)
+        batch = {name: jax.make_array_from_process_local_data(batch_spec, array) for name, array in local.items()}
+        return batch, batch_hash({"input_ids": local["input_ids"]})
 
     writer = MetricWriter(run_dir, enabled=is_main)
     bar = None
@@ -286,13 +309,14 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
     last_values: dict[str, float] = {}
     window_tokens, window_start = 0.0, time.perf_counter()
 
-    def handle(step, metrics, force_log=False):
+    def handle(step, metrics, digest):
         nonlocal last_values, window_tokens, window_start
         values = _to_host(metrics)
         _check_finite(step, values, checkpointer)
+        values["batch_hash"] = digest
         values["learning_rate"] = float(schedule(step - 1))
         window_tokens += values["tokens"]
-        if step % config.train.log_every == 0 or force_log or step == end:
+        if step % config.train.log_every == 0 or step == end:
             now = time.perf_counter()
             values["tokens_per_second"] = window_tokens / max(now - window_start, 1e-9)
             window_tokens, window_start = 0.0, now
@@ -304,16 +328,17 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
 
     try:
         for step in range(start + 1, end + 1):
-            state, metrics = step_fn(state, global_batch(step - 1))
+            batch, digest = next_batch()  # read while the device still runs the previous step
+            state, metrics = step_fn(state, batch)
             if pending is not None:
                 handle(*pending)
-            pending = (step, metrics)
+            pending = (step, metrics, digest)
             if bar is not None:
                 bar.update(1)
             if step % config.checkpoint.every_steps == 0 or step == end:
                 handle(*pending)  # never save a state whose loss we have not seen to be finite
                 pending = None
-                checkpointer.save(step, state, loader.state(step))
+                checkpointer.save(step, state, data)
         if pending is not None:
             handle(*pending)
     finally:

@@ -6,9 +6,9 @@ import jax
 import numpy as np
 
 from electra_jax.config import load_config
-from electra_jax.data.pretraining import BatchLoader
+from electra_jax.data.loader import PretrainingData
 from electra_jax.mesh import make_mesh
-from electra_jax.train import prepare_data, setup_training, with_vocab
+from electra_jax.train import prepare_data, setup_training, special_ids
 from tests.conftest import TINY
 
 
@@ -16,16 +16,17 @@ def test_accumulated_step_equals_full_batch(tiny_corpus, tmp_path):
     # No dropout: with it, micro-batches would legitimately draw different masks.
     config = load_config(None, TINY + [f"data.corpus=[{tiny_corpus}]", "train.steps=10", "model.dropout_rate=0",
                                        "model.attention_dropout_rate=0"])
-    tokenizer, examples, specials = prepare_data(config, Path(tmp_path), log=lambda _: None)
-    config = with_vocab(config, tokenizer.get_vocab_size())
-    loader = BatchLoader(examples, config.train.batch_size, seed=0)
+    config, folder, metadata = prepare_data(config, Path(tmp_path), log=lambda _: None)
+    specials = special_ids(metadata)
+    loader = PretrainingData(folder, config.train.batch_size, seed=0)
+    batches = [next(loader) for _ in range(2)]
     results = []
     for accum in (1, 4):
         c = dataclasses.replace(config, train=dataclasses.replace(config.train, grad_accum_steps=accum))
         training = setup_training(c, make_mesh(c, jax.devices()[:1]), specials)
         state = training.init()
         for step in range(2):
-            state, metrics = training.step_fn(state, loader.local_batch(step))
+            state, metrics = training.step_fn(state, batches[step])
         results.append((jax.device_get(metrics), jax.device_get(state.params)))
     (m1, p1), (m4, p4) = results
     for name in ("loss", "generator_loss", "discriminator_loss", "grad_norm", "replaced_f1"):

@@ -1,13 +1,16 @@
 """End-to-end runs of `electra-jax pretrain` in fresh processes: exact resume and the NaN stop."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from electra_jax.metrics import read_metrics
 from tests.conftest import REPO, TINY
 
 
@@ -21,16 +24,26 @@ def tokenizer_dir(tiny_corpus, tmp_path_factory):
     return out
 
 
-def _run(run_dir, *overrides, corpus):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as a user has
-    command = [sys.executable, "-m", "electra_jax", "pretrain", "--config", str(REPO / "configs" / "electra_smoke.yaml"),
-               "--run-dir", str(run_dir), "--no-progress", *TINY, f"data.corpus=[{corpus}]", *overrides]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+ENV = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as a user has
+
+
+def _command(run_dir, *overrides, corpus=None):
+    data = [f"data.corpus=[{corpus}]"] if corpus else []
+    return [sys.executable, "-m", "electra_jax", "pretrain", "--config", str(REPO / "configs" / "electra_smoke.yaml"),
+            "--run-dir", str(run_dir), "--no-progress", *TINY, *data, *overrides]
+
+
+def _run(run_dir, *overrides, corpus=None):
+    return subprocess.run(_command(run_dir, *overrides, corpus=corpus), capture_output=True, text=True, env=ENV,
+                          timeout=600, cwd=REPO)
 
 
 def _losses(run_dir):
-    records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in records}
+    return {r["step"]: r["loss"] for r in read_metrics(Path(run_dir) / "metrics.jsonl")}
+
+
+def _hashes(run_dir):
+    return {r["step"]: r["batch_hash"] for r in read_metrics(Path(run_dir) / "metrics.jsonl")}
 
 
 def test_exact_resume_in_a_new_process(tmp_path, tiny_corpus, tokenizer_dir):
@@ -45,9 +58,73 @@ def test_exact_resume_in_a_new_process(tmp_path, tiny_corpus, tokenizer_dir):
     a, b = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
     assert sorted(a) == sorted(b) == list(range(1, 21))
     np.testing.assert_allclose([b[s] for s in range(1, 21)], [a[s] for s in range(1, 21)], rtol=0, atol=1e-6)
+    assert _hashes(tmp_path / "straight") == _hashes(tmp_path / "resumed")
     for name in ("curves.png", "config.yaml", "metrics.jsonl"):
         assert (tmp_path / "resumed" / name).exists()
     assert list((tmp_path / "resumed" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_corpus, tokenizer_dir, tmp_path_factory):
+    from electra_jax.data.prepare import PackOptions, prepare
+    out = tmp_path_factory.mktemp("prepared") / "data"
+    prepare([str(tiny_corpus)], tokenizer_dir, out, PackOptions(seq_len=32), workers=0, progress=False,
+            log=lambda _: None)
+    return out
+
+
+def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, prepared):
+    """Killed without warning mid-run (perhaps mid-save), rerun with the same command: every step's batch and
+    loss equal those of a run that was never interrupted."""
+    common = ("train.steps=300", "checkpoint.every_steps=20", f"data.prepared={prepared}")
+    straight = _run(tmp_path / "straight", *common)
+    assert straight.returncode == 0, straight.stderr
+    victim_dir = tmp_path / "killed"
+    victim = subprocess.Popen(_command(victim_dir, *common), env=ENV, cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    metrics, deadline, logged = victim_dir / "metrics.jsonl", time.time() + 300, 0
+    while time.time() < deadline and victim.poll() is None:
+        logged = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+        if logged >= 50:
+            break
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert 50 <= logged < 300
+    finished = sorted(int(p.name) for p in (victim_dir / "checkpoints").iterdir() if p.name.isdigit())
+    resumed = _run(victim_dir, *common)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from step {finished[-1]}" in resumed.stdout + resumed.stderr
+    a, b = _losses(tmp_path / "straight"), _losses(victim_dir)
+    assert sorted(a) == sorted(b) == list(range(1, 301))
+    assert _hashes(tmp_path / "straight") == _hashes(victim_dir)
+    np.testing.assert_allclose([b[s] for s in range(1, 301)], [a[s] for s in range(1, 301)], rtol=0, atol=1e-6)
+
+
+def test_prepared_data_must_match_the_model(tmp_path, prepared, tiny_corpus):
+    from electra_jax.data.tokenizer import save_tokenizer, train_wordpiece
+    other = tmp_path / "other-tokenizer"
+    save_tokenizer(train_wordpiece([tiny_corpus], 250), other)
+    cases = [((f"data.prepared={prepared}", f"data.tokenizer={other}"), "was made with another tokenizer"),
+             ((f"data.prepared={prepared}", "data.seq_len=24"), "was prepared with --seq-len 32"),
+             ((f"data.prepared={prepared}", "model.vocab_size=1000"), "model.vocab_size=1000 does not match"),
+             ((f"data.prepared={tmp_path}",), "has no metadata.json")]
+    for overrides, message in cases:
+        result = _run(tmp_path / "run", "train.steps=3", *overrides)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode == 2 and len(errors) == 1 and message in errors[0], result.stderr
+    # A run directory trained with one tokenizer refuses data prepared with another.
+    assert _run(tmp_path / "run", "train.steps=3", f"data.prepared={prepared}").returncode == 0
+    from electra_jax.data.prepare import PackOptions, prepare
+    prepare([str(tiny_corpus)], other, tmp_path / "other-data", PackOptions(seq_len=32), workers=0, progress=False,
+            log=lambda _: None)
+    result = _run(tmp_path / "run", "train.steps=5", f"data.prepared={tmp_path / 'other-data'}")
+    assert result.returncode == 2 and "was made with another tokenizer" in result.stderr
+    prepare([str(tiny_corpus)], other, tmp_path / "albert-data", PackOptions(format="albert", seq_len=32), workers=0,
+            progress=False, log=lambda _: None)
+    result = _run(tmp_path / "run2", "train.steps=3", f"data.prepared={tmp_path / 'albert-data'}")
+    assert result.returncode == 2 and "holds albert examples" in result.stderr
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tiny_corpus):

@@ -6,23 +6,23 @@ import numpy as np
 import pytest
 
 from electra_jax.config import load_config, validate
-from electra_jax.data.pretraining import BatchLoader
+from electra_jax.data.loader import PretrainingData
 from electra_jax.mesh import make_mesh
-from electra_jax.train import prepare_data, setup_training, with_vocab
+from electra_jax.train import prepare_data, setup_training, special_ids
 from tests.conftest import TINY
 
 # Hidden 128 with generator fraction 1.0 gives the generator 2 heads, so a tensor axis of 2 divides them.
 SHARDED = TINY + ["model.hidden_size=128", "model.generator_fraction=1.0", "train.steps=10"]
 
 
-def _losses(config, devices, examples, specials, steps=3):
+def _losses(config, devices, folder, specials, steps=3):
     validate(config, len(devices))
     mesh = make_mesh(config, devices)
     training = setup_training(config, mesh, specials)
-    loader = BatchLoader(examples, config.train.batch_size, seed=0)
+    loader = PretrainingData(folder, config.train.batch_size, seed=0)
     state, losses = training.init(), []
     for step in range(steps):
-        batch = {k: jax.device_put(v, training.batch_sharding) for k, v in loader.local_batch(step).items()}
+        batch = {k: jax.device_put(v, training.batch_sharding) for k, v in next(loader).items()}
         state, metrics = training.step_fn(state, batch)
         losses.append(float(metrics["loss"]))
     return np.array(losses)
@@ -31,31 +31,30 @@ def _losses(config, devices, examples, specials, steps=3):
 @pytest.fixture(scope="module")
 def data(tiny_corpus, tmp_path_factory):
     config = load_config(None, SHARDED + [f"data.corpus=[{tiny_corpus}]"])
-    tokenizer, examples, specials = prepare_data(config, Path(tmp_path_factory.mktemp("run")), log=lambda _: None)
-    config = with_vocab(config, tokenizer.get_vocab_size())
-    return config, examples, specials
+    config, folder, metadata = prepare_data(config, Path(tmp_path_factory.mktemp("run")), log=lambda _: None)
+    return config, folder, special_ids(metadata)
 
 
 @pytest.fixture(scope="module")
 def single_device_losses(data):
-    config, examples, specials = data
-    return _losses(config, jax.devices()[:1], examples, specials)
+    config, folder, specials = data
+    return _losses(config, jax.devices()[:1], folder, specials)
 
 
 @pytest.mark.parametrize("shape", [(8, 1, 1), (4, 2, 1), (2, 2, 2)])
 def test_sharded_matches_single_device(data, single_device_losses, shape):
     assert jax.device_count() == 8
-    config, examples, specials = data
+    config, folder, specials = data
     import dataclasses
     config = dataclasses.replace(config, mesh=dataclasses.replace(config.mesh, data=shape[0], fsdp=shape[1],
                                                                   tensor=shape[2]))
-    losses = _losses(config, jax.devices(), examples, specials)
+    losses = _losses(config, jax.devices(), folder, specials)
     assert np.all(np.isfinite(losses)) and losses[0] != losses[-1]
     np.testing.assert_allclose(losses, single_device_losses, rtol=1e-5, atol=1e-5)
 
 
 def test_parameters_are_really_sharded(data):
-    config, examples, specials = data
+    config, folder, specials = data
     import dataclasses
     config = dataclasses.replace(config, mesh=dataclasses.replace(config.mesh, data=2, fsdp=2, tensor=2))
     training = setup_training(config, make_mesh(config), specials)

@@ -239,7 +239,7 @@ def import_hf(source: str | Path, out_dir: str | Path, generator: str | Path | N
         save_config(config, staging / "config.yaml")
         save_tokenizer(tokenizer, staging / "tokenizer")
         checkpointer = Checkpointer(staging / "checkpoints", dataclasses.replace(config.checkpoint, async_save=False))
-        checkpointer.save(0, state, {"step": 0, "imported_from": [str(entry[0]) for entry in by_tower.values()]})
+        checkpointer.save(0, state)  # no data position: pretraining starts its data from the beginning
         checkpointer.close()
     log(f"wrote {out_dir} (continue with: electra-jax pretrain --config {out_dir}/config.yaml --run-dir {out_dir})")
     return out_dir

@@ -1,0 +1,78 @@
+"""Prepared ArrayRecord shards -> this host's slice of each global batch, through Grain.
+
+A seeded global shuffle (a new permutation each epoch), then each host takes every `process_count`-th
+example (disjoint slices that together cover the data), decodes and batches. The iterator's state is a
+batch counter saved in the Orbax checkpoint beside the model, with a spec of what it counts (seed, batch
+size, hosts, data) so a resume that would silently read other batches is refused instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import grain
+import numpy as np
+
+from electra_jax.data.packing import decode_record
+from electra_jax.data.prepare import read_metadata
+
+FIELDS = {"electra": ("input_ids", "segment_ids"), "albert": ("input_ids", "segment_ids", "sop_label")}
+
+
+class PretrainingData:
+    def __init__(self, folder: str | Path, global_batch: int, seed: int, process_index: int = 0,
+                 process_count: int = 1):
+        folder = Path(folder)
+        self.metadata = metadata = read_metadata(folder)
+        self.local_batch = global_batch // process_count
+        dtype, seq_len = np.dtype(metadata["record_dtype"]), metadata["seq_len"]
+        pad, fields = metadata["tokenizer"]["special_ids"]["pad"], FIELDS[metadata["format"]]
+        source = grain.sources.ArrayRecordDataSource([str(folder / shard["file"]) for shard in metadata["shards"]])
+        per_host = len(source) // process_count
+        if per_host < self.local_batch:
+            raise ValueError(f"data: {len(source)} prepared examples give {per_host} per host, fewer than the "
+                             f"{self.local_batch} of one batch; give more text or a smaller train.batch_size")
+
+        def decode(record: bytes) -> dict[str, np.ndarray]:
+            example = decode_record(record, dtype, seq_len, pad)
+            return {name: example[name] for name in fields}
+
+        dataset = grain.MapDataset.source(source).seed(seed).shuffle()
+        dataset = dataset[:per_host * process_count][process_index::process_count]
+        dataset = dataset.repeat(None).map(decode).batch(self.local_batch, drop_remainder=True)
+        # Reads run between dispatching one step and the next, while the device computes; on this
+        # project's CPUs reader threads only contend for the interpreter.
+        self.iterator = iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
+        # The saved state counts batches: it means the same only for the same data, order and batch.
+        shards = "".join(f"{s['file']}:{s['examples']};" for s in metadata["shards"])
+        self.spec = {"seed": seed, "global_batch": global_batch, "process_count": process_count,
+                     "data": hashlib.sha256((metadata["tokenizer"]["fingerprint"] + shards).encode()).hexdigest()[:16]}
+
+    def saved_state(self) -> "FrozenState":
+        return FrozenState(self.iterator.get_state())
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        return next(self.iterator)
+
+    def __iter__(self):
+        return self
+
+
+class FrozenState:
+    """The iterator's state when the save was asked for, in the form Grain's checkpoint handler writes:
+    an asynchronous save must not read the live iterator after the loop has moved it on."""
+
+    def __init__(self, state: dict):
+        self._state = json.dumps(state, indent=4).encode()
+
+    def get_state(self) -> bytes:
+        return self._state
+
+
+def batch_hash(batch: dict[str, np.ndarray]) -> str:
+    """A short digest of this host's batch, logged per step so runs can be compared batch by batch."""
+    digest = hashlib.blake2b(digest_size=8)
+    for name in sorted(batch):
+        digest.update(np.ascontiguousarray(batch[name]).tobytes())
+    return digest.hexdigest()
