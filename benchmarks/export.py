@@ -30,7 +30,7 @@ def build_run(run_dir: Path) -> int:
     save_tokenizer(wordpiece_from_vocab({t: i for i, t in enumerate(tokens)}, lowercase=False, strip_accents=False),
                    run_dir / "tokenizer")
     save_config(config, run_dir / "config.yaml")
-    training = setup_training(config, make_mesh(config, jax.devices()[:1]), SpecialIds(0, 2, 3, 4))
+    training = setup_training(config, make_mesh(config, jax.devices()[:1]), SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4))
     state = training.init()
     checkpointer = Checkpointer(run_dir / "checkpoints", config.checkpoint)
     checkpointer.save(1000, state)

@@ -67,7 +67,7 @@ def jax_step(config, ids, segments):
     from electra_jax.mesh import make_mesh
     from electra_jax.train import SpecialIds, setup_training
 
-    training = setup_training(config, make_mesh(config, jax.devices()[:1]), SpecialIds(pad=0, cls=2, sep=3, mask=4))
+    training = setup_training(config, make_mesh(config, jax.devices()[:1]), SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4))
     batch = {"input_ids": jax.device_put(ids, training.batch_sharding),
              "segment_ids": jax.device_put(segments, training.batch_sharding)}
     holder = {"state": training.init()}
