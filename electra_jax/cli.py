@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "0.05, albert 0.1)")
     prep.add_argument("--single-segment-prob", type=float, default=0.1, help="electra: share of one-segment examples")
     prep.add_argument("--blank-lines-separate-docs", action=argparse.BooleanOptionalAction, default=True)
-    prep.add_argument("--examples-per-shard", type=int, default=100_000)
+    prep.add_argument("--examples-per-shard", type=int, default=10_000)
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
     prep.set_defaults(run=_prepare)
     return parser

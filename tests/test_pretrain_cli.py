@@ -167,3 +167,28 @@ def test_danish_help_text_300_steps(tmp_path, shared_data):
     encoding = tokenizer.encode("Vælg Åbn og gem på én gang i dokumentet ø")
     assert "[UNK]" not in encoding.tokens
     assert tokenizer.decode(encoding.ids) == "Vælg Åbn og gem på én gang i dokumentet ø"
+
+
+def test_spanish_bible_tokenizer_prepare_pretrain(tmp_path, shared_data):
+    """The acceptance path on real text: `tokenizer train` -> `prepare` (2 workers) -> `pretrain` on it."""
+    bible = shared_data / "raw_text" / "bible_es_reina_valera_1909.txt"
+
+    def cli(*argv, timeout=600):
+        result = subprocess.run([sys.executable, "-m", "electra_jax", *argv], capture_output=True, text=True,
+                                env=ENV, timeout=timeout, cwd=REPO)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    report = cli("tokenizer", "train", "--input", str(bible), "--out", str(tmp_path / "tok"), "--vocab-size", "16000")
+    assert "letters lost: none" in report
+    vocab = set((tmp_path / "tok" / "vocab.txt").read_text(encoding="utf-8").splitlines())
+    assert {"ñ", "á", "é", "í", "ó", "ú"} <= vocab
+    summary = cli("prepare", "--input", str(bible), "--tokenizer", str(tmp_path / "tok"), "--seq-len", "64",
+                  "--out", str(tmp_path / "prepared"), "--workers", "2", "--no-progress")
+    counts = json.loads((tmp_path / "prepared" / "metadata.json").read_text())["counts"]
+    assert counts["lines"] == 30_931 and counts["examples"] > 14_000 and counts["fill"] > 0.95
+    assert "skipped or repaired: 3 documents split" in summary  # one 3.9 MB document (no blank lines)
+    cli("pretrain", "--config", str(REPO / "configs" / "electra_smoke.yaml"), "--run-dir", str(tmp_path / "run"),
+        "--no-progress", f"data.prepared={tmp_path / 'prepared'}", "train.steps=200", "checkpoint.every_steps=200")
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert records[-1]["step"] == 200 and records[-1]["generator_loss"] < records[0]["generator_loss"] - 2.0

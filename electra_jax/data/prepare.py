@@ -27,7 +27,7 @@ from electra_jax.hf.staging import refuse_nonempty, staged_folder
 UNIT_CHARS = 1 << 18  # text per work unit: fixed, so unit boundaries never depend on the worker count
 MAX_UNIT_CHARS = 4 * UNIT_CHARS  # a longer document is cut (at a line) across units
 METADATA = "metadata.json"
-RECORD_OPTIONS = "group_size:1"  # one record per chunk: random access for a shuffled loader
+RECORD_OPTIONS = "group_size:1,uncompressed"  # one record per chunk: random access for a shuffled loader
 SHORT_SEQ_PROB = {"electra": 0.05, "albert": 0.1}  # the originals' defaults
 
 
@@ -41,7 +41,7 @@ class PackOptions:
     blank_lines_separate_docs: bool = True
     text_field: str = "text"
     tfds_data_dir: str | None = None
-    examples_per_shard: int = 100_000
+    examples_per_shard: int = 10_000  # a reader's cost per random read grows with the records in a file
 
 
 class PrepareError(ValueError):

@@ -50,7 +50,7 @@ class Source:
     split: str = ""
 
 
-def parse_source(spec: str, tfds_data_dir: str | None = None) -> Source:
+def parse_source(spec: str) -> Source:
     """`GLOB`, `tfds:NAME[/CONFIG][:SPLIT]` or `hf:PATH[:SPLIT]`, checked before any work starts."""
     if spec.startswith("tfds:"):
         name, _, split = spec[5:].partition(":")
