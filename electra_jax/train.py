@@ -52,8 +52,10 @@ def prepare_data(config: Config, run_dir: Path, log=print) -> tuple[Config, Path
     tokenizer_dir = run_dir / "tokenizer"
     if data.prepared:
         folder = Path(data.prepared)
+        metadata = read_metadata(folder)
+        _check_layout(metadata, folder, data.seq_len)
         if data.tokenizer:
-            _check_tokenizer(load_text_tokenizer(data.tokenizer), data.tokenizer, read_metadata(folder), folder)
+            _check_tokenizer(load_text_tokenizer(data.tokenizer), data.tokenizer, metadata, folder)
         if not tokenizer_dir.is_dir():  # the run directory is self-contained
             copy_tokenizer(folder / "tokenizer", tokenizer_dir)
     else:
@@ -76,15 +78,18 @@ def prepare_data(config: Config, run_dir: Path, log=print) -> tuple[Config, Path
                                   short_seq_prob=data.short_seq_prob,
                                   blank_lines_separate_docs=data.blank_lines_separate_docs)
             prepare([str(f) for f in files], tokenizer_dir, folder, options, workers=0, progress=False, log=log)
-    metadata = read_metadata(folder)
+        metadata = read_metadata(folder)
     _check_tokenizer(load_text_tokenizer(tokenizer_dir), tokenizer_dir, metadata, folder)
+    return with_vocab(config, metadata["tokenizer"]["vocab_size"]), folder, metadata
+
+
+def _check_layout(metadata: dict, folder: Path, seq_len: int) -> None:
     if metadata["format"] != "electra":
         raise ConfigError(f"config: data.prepared={folder} holds {metadata['format']} examples; ELECTRA pretraining "
                           f"needs data prepared with --format electra")
-    if metadata["seq_len"] != data.seq_len:
+    if metadata["seq_len"] != seq_len:
         raise ConfigError(f"config: data.prepared={folder} was prepared with --seq-len {metadata['seq_len']}, but "
-                          f"data.seq_len={data.seq_len}; set data.seq_len={metadata['seq_len']} or prepare again")
-    return with_vocab(config, metadata["tokenizer"]["vocab_size"]), folder, metadata
+                          f"data.seq_len={seq_len}; set data.seq_len={metadata['seq_len']} or prepare again")
 
 
 def _check_tokenizer(tokenizer, where, metadata: dict, folder: Path) -> None:

@@ -284,8 +284,8 @@ def summary_lines(metadata: dict, seconds: float, workers: int) -> list[str]:
         f"prepared {c['examples']:,} {metadata['format']} examples of {metadata['seq_len']} tokens "
         f"({c['tokens']:,} tokens, {c['fill']:.1%} filled) from {c['documents']:,} documents, {c['lines']:,} lines, "
         f"{megabytes:.1f} MB in {len(metadata['shards'])} shard(s)",
-        f"speed: {rate:.2f} MB/s with {max(workers, 1)} worker(s), {rate / max(workers, 1):.2f} MB/s per worker "
-        f"({seconds:.1f} s)",
+        (f"speed: {rate:.2f} MB/s with {workers} worker(s), {rate / workers:.2f} MB/s per worker ({seconds:.1f} s)"
+         if workers else f"speed: {rate:.2f} MB/s in this process ({seconds:.1f} s)"),
         f"examples: {c['single_segment']:,} single-segment, {c['short_target']:,} shorter targets"
         + (f", {c['swapped']:,} swapped pairs" if metadata["format"] == "albert" else "")
         + f"; {c['trimmed_tokens']:,} tokens trimmed at example ends",
