@@ -124,11 +124,14 @@ def test_errors_are_one_line_and_nothing_is_overwritten(corpus, tokenizer, tmp_p
 def test_local_hf_dataset(tokenizer, tmp_path):
     datasets = pytest.importorskip("datasets")
     texts = [generate_corpus(1, seed=s).strip().replace("\n\n", "\n") for s in range(60)]
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": texts, "id": list(range(60))})}).save_to_disk(
+    records = [*texts[:30], " \n ", *texts[30:]]  # one record without text
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": records, "id": list(range(61))})}).save_to_disk(
         str(tmp_path / "hf"))
+    lines = []
     metadata = prepare([f"hf:{tmp_path / 'hf'}:train"], tokenizer, tmp_path / "out", PackOptions(seq_len=64),
-                       workers=0, progress=False, log=lambda _: None)
-    assert metadata["counts"]["documents"] == 60
+                       workers=0, progress=False, log=lines.append)
+    assert metadata["counts"]["documents"] == 60 and metadata["skipped"]["empty_records"] == 1
+    assert "1 empty records" in lines[-1]
     assert metadata["counts"]["lines"] == sum(len(t.splitlines()) for t in texts)
     with pytest.raises(ValueError, match="has no column 'body'"):
         prepare([f"hf:{tmp_path / 'hf'}:train"], tokenizer, tmp_path / "o2", PackOptions(text_field="body"),

@@ -74,7 +74,6 @@ def work_units(documents: Iterator[list[str]], report: SkipReport) -> Iterator[l
     unit: list[list[str]] = []
     size = 0
     for document in documents:
-        report.documents += 1
         while sum(map(len, document)) > MAX_UNIT_CHARS:
             cut, length = 0, 0
             while cut < len(document) - 1 and length + len(document[cut]) <= MAX_UNIT_CHARS:
@@ -126,25 +125,22 @@ def _pack_in_worker(index: int, documents: list[list[str]]):
 
 
 def _packed_units(units: Iterator[list[list[str]]], tokenizer_dir: str, options: PackOptions, workers: int):
-    """(records, stats, unit chars) per unit, in unit order, with a bounded number in flight."""
+    """(records, stats) per unit, in unit order, with a bounded number of units in flight."""
     if workers == 0:
         packer = UnitPacker(tokenizer_dir, options)
         for index, unit in enumerate(units):
-            yield *packer(index, unit), sum(len(line) for document in unit for line in document)
+            yield packer(index, unit)
         return
     context = multiprocessing.get_context("spawn")  # never fork a process that may hold JAX or Rust threads
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                                 initargs=(tokenizer_dir, options)) as pool:
         in_flight: collections.deque = collections.deque()
         for index, unit in enumerate(units):
-            chars = sum(len(line) for document in unit for line in document)
-            in_flight.append((pool.submit(_pack_in_worker, index, unit), chars))
+            in_flight.append(pool.submit(_pack_in_worker, index, unit))
             if len(in_flight) >= 2 * workers + 1:
-                future, chars = in_flight.popleft()
-                yield *future.result(), chars
+                yield in_flight.popleft().result()
         while in_flight:
-            future, chars = in_flight.popleft()
-            yield *future.result(), chars
+            yield in_flight.popleft().result()
 
 
 # ---------------------------------------------------------------------------- shards
@@ -191,7 +187,7 @@ def prepare(inputs: list[str], tokenizer_dir: str | Path, out_dir: str | Path, o
         check_source(source, options.text_field, options.tfds_data_dir)
     report = SkipReport()
     totals: collections.Counter = collections.Counter()
-    start, chars = time.perf_counter(), 0
+    start = time.perf_counter()
     bar = None
     if progress:
         from tqdm import tqdm
@@ -204,12 +200,11 @@ def prepare(inputs: list[str], tokenizer_dir: str | Path, out_dir: str | Path, o
                                    text_field=options.text_field, tfds_data_dir=options.tfds_data_dir)
         seen_bytes = 0
         try:
-            for records, stats, unit_chars in _packed_units(work_units(documents, report), str(tokenizer.folder),
-                                                            options, workers):
+            for records, stats in _packed_units(work_units(documents, report), str(tokenizer.folder), options,
+                                                workers):
                 for record in records:
                     writer.write(record)
                 totals.update(stats)
-                chars += unit_chars
                 if bar is not None:
                     bar.update(report.bytes - seen_bytes)
                     seen_bytes = report.bytes
@@ -220,7 +215,7 @@ def prepare(inputs: list[str], tokenizer_dir: str | Path, out_dir: str | Path, o
         if not totals["examples"]:
             raise PrepareError(f"prepare: no text found in {', '.join(inputs)} (see what was skipped: "
                                f"{_skipped_line(report.as_dict()) or 'nothing'})")
-        metadata = _metadata(inputs, sources, tokenizer, options, shards, totals, report)
+        metadata = _metadata(sources, tokenizer, options, shards, totals, report)
         (staging / METADATA).write_text(json.dumps(metadata, indent=2, ensure_ascii=False) + "\n")
     seconds = time.perf_counter() - start
     for line in summary_lines(metadata, seconds, workers):
@@ -228,7 +223,7 @@ def prepare(inputs: list[str], tokenizer_dir: str | Path, out_dir: str | Path, o
     return metadata
 
 
-def _metadata(inputs, sources, tokenizer, options: PackOptions, shards, totals, report: SkipReport) -> dict:
+def _metadata(sources, tokenizer, options: PackOptions, shards, totals, report: SkipReport) -> dict:
     examples = totals["examples"]
     return {
         "format": options.format,
@@ -270,7 +265,7 @@ def _skipped_line(skipped: dict) -> str:
             parts.append(f"{len(skipped[key])} {key.replace('_', ' ')} ({', '.join(skipped[key][:3])}"
                          f"{', ...' if len(skipped[key]) > 3 else ''})")
     for key in ("binary_lines_dropped", "invalid_utf8_lines_repaired", "invalid_utf8_bytes_removed",
-                "overlong_lines_split", "documents_split"):
+                "overlong_lines_split", "documents_split", "empty_records"):
         if skipped[key]:
             parts.append(f"{skipped[key]:,} {key.replace('_', ' ').replace('utf8', 'UTF-8')}")
     return "; ".join(parts)

@@ -31,6 +31,7 @@ class SkipReport:
     invalid_utf8_lines_repaired: int = 0
     invalid_utf8_bytes_removed: int = 0
     overlong_lines_split: int = 0
+    empty_records: int = 0  # dataset records without text
     documents_split: int = 0  # documents longer than a work unit, cut at a line boundary
 
     def as_dict(self) -> dict:
@@ -149,7 +150,9 @@ def _text_file_lines(path: str, report: SkipReport, max_line_bytes: int) -> Iter
         for raw in _raw_lines(handle, report, max_line_bytes):
             text = _decode(raw, report)
             if text is not None:
-                yield text.strip()
+                text = text.strip()
+                report.lines += bool(text)
+                yield text
 
 
 def _documents_from_lines(lines: Iterator[str], blank_lines_separate_docs: bool) -> Iterator[list[str]]:
@@ -166,27 +169,29 @@ def _documents_from_lines(lines: Iterator[str], blank_lines_separate_docs: bool)
 
 # ---------------------------------------------------------------------------- datasets
 
-def _record_documents(texts: Iterator[str], report: SkipReport) -> Iterator[list[str]]:
+def _record_documents(values: Iterator, report: SkipReport, field: str, spec: str) -> Iterator[list[str]]:
     """One dataset record = one document; its lines are the record's non-blank lines."""
-    for text in texts:
-        report.bytes += len(text.encode("utf-8"))
-        lines = [line.strip() for line in text.splitlines()]
+    for value in values:
+        if isinstance(value, bytes):
+            report.bytes += len(value)
+            value = _decode(value, report)
+            if value is None:  # binary: dropped and counted
+                continue
+        elif isinstance(value, str):
+            report.bytes += len(value.encode("utf-8"))
+        else:
+            raise SourceError(f"prepare: field '{field}' of {spec} is {type(value).__name__}, not text; "
+                              f"choose a text field with --text-field")
+        lines = [line.strip() for line in value.splitlines()]
         lines = [line for line in lines if line]
         report.lines += len(lines)
         if lines:
             yield lines
+        else:
+            report.empty_records += 1
 
 
-def _as_text(value, field: str, spec: str) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, str):
-        return value
-    raise SourceError(f"prepare: field '{field}' of {spec} is {type(value).__name__}, not text; "
-                      f"choose a text field with --text-field")
-
-
-def _tfds_texts(source: Source, text_field: str, data_dir: str | None) -> Iterator[str]:
+def _tfds_texts(source: Source, text_field: str, data_dir: str | None) -> Iterator[bytes]:
     try:
         import tensorflow_datasets as tfds
     except ImportError:
@@ -201,10 +206,10 @@ def _tfds_texts(source: Source, text_field: str, data_dir: str | None) -> Iterat
         raise SourceError(f"prepare: {source.spec} has no field '{text_field}' (fields: {', '.join(features)}); "
                           f"use --text-field")
     for index in range(len(data)):
-        yield _as_text(data[index][text_field], text_field, source.spec)
+        yield data[index][text_field]
 
 
-def _hf_texts(source: Source, text_field: str) -> Iterator[str]:
+def _hf_texts(source: Source, text_field: str) -> Iterator:
     try:
         import datasets
     except ImportError:
@@ -220,8 +225,7 @@ def _hf_texts(source: Source, text_field: str) -> Iterator[str]:
         raise SourceError(f"prepare: {source.spec} has no column '{text_field}' (columns: "
                           f"{', '.join(data.column_names)}); use --text-field")
     for batch in data.select_columns([text_field]).iter(batch_size=256):  # memory-mapped: bounded RAM
-        for value in batch[text_field]:
-            yield _as_text(value, text_field, source.spec)
+        yield from batch[text_field]
 
 
 def check_source(source: Source, text_field: str, data_dir: str | None) -> None:
@@ -236,23 +240,23 @@ def read_documents(sources: list[Source], report: SkipReport, *, blank_lines_sep
                    text_field: str = "text", tfds_data_dir: str | None = None,
                    max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[list[str]]:
     """All documents of all sources, in order."""
+    for document in _all_documents(sources, report, blank_lines_separate_docs, text_field, tfds_data_dir,
+                                   max_line_bytes):
+        report.documents += 1
+        yield document
+
+
+def _all_documents(sources, report, blank_lines_separate_docs, text_field, tfds_data_dir, max_line_bytes):
     for source in sources:
         if source.kind == "text":
             for path in source.paths:
-                counted = _counted(_text_file_lines(path, report, max_line_bytes), report)
-                yield from _documents_from_lines(counted, blank_lines_separate_docs)
+                lines = _text_file_lines(path, report, max_line_bytes)
+                yield from _documents_from_lines(lines, blank_lines_separate_docs)
             continue
-        texts = (_tfds_texts(source, text_field, tfds_data_dir) if source.kind == "tfds"
-                 else _hf_texts(source, text_field))
+        values = (_tfds_texts(source, text_field, tfds_data_dir) if source.kind == "tfds"
+                  else _hf_texts(source, text_field))
         report.files += 1
-        yield from _record_documents(texts, report)
-
-
-def _counted(lines: Iterator[str], report: SkipReport) -> Iterator[str]:
-    for line in lines:
-        if line:
-            report.lines += 1
-        yield line
+        yield from _record_documents(values, report, text_field, source.spec)
 
 
 def source_size(sources: list[Source]) -> int | None:
