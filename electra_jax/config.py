@@ -21,6 +21,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
+    architecture: str = "electra"  # electra | albert
     vocab_size: int = 0  # 0: taken from the tokenizer
     embedding_size: int = 128
     hidden_size: int = 256
@@ -32,6 +33,8 @@ class ModelConfig:
     generator_hidden: int = 0
     generator_heads: int = 0
     generator_intermediate: int = 0
+    num_hidden_groups: int = 1  # ALBERT: groups of shared layers
+    inner_group_num: int = 1  # ALBERT: layers in each group
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
     dropout_rate: float = 0.1
@@ -279,6 +282,12 @@ def validate(config: Config, num_devices: int | None = None) -> None:
         _positive(f"model.{name}", getattr(m, name))
     if m.vocab_size < 0:
         raise ConfigError(f"config: model.vocab_size must be >= 0 (0: from the tokenizer), got {m.vocab_size}")
+    if m.architecture not in ("electra", "albert"):
+        raise ConfigError(f"config: model.architecture must be electra or albert, got {m.architecture!r}")
+    if not 1 <= m.num_hidden_groups <= m.num_layers:
+        raise ConfigError(f"config: model.num_hidden_groups must be in [1, model.num_layers={m.num_layers}], "
+                          f"got {m.num_hidden_groups}")
+    _positive("model.inner_group_num", m.inner_group_num)
     if m.hidden_size % m.num_heads:
         raise ConfigError(f"config: model.num_heads={m.num_heads} does not divide model.hidden_size={m.hidden_size}")
     if not 0.0 < m.generator_fraction <= 1.0:

@@ -1,4 +1,4 @@
-"""The one name table between our ELECTRA parameters and Hugging Face's PyTorch state dicts.
+"""The name tables between our ELECTRA and ALBERT parameters and Hugging Face's PyTorch state dicts.
 
 Each row is (our parameter path, HF tensor name, layout). `transpose` marks linear kernels: Flax
 stores (in, out), PyTorch (out, in). Both layouts are their own inverse, so export and import walk the
@@ -32,24 +32,27 @@ EMBEDDINGS_PROJECT = [  # only when embedding_size != the tower's hidden size
     Row("{tower}/embeddings_project/kernel", "embeddings_project.weight", TRANSPOSE),
     Row("{tower}/embeddings_project/bias", "embeddings_project.bias", SAME),
 ]
-LAYER = [  # one per encoder layer {i}
-    Row("{tower}/encoder/layer_{i}/attention/query/kernel", "encoder.layer.{i}.attention.self.query.weight", TRANSPOSE),
-    Row("{tower}/encoder/layer_{i}/attention/query/bias", "encoder.layer.{i}.attention.self.query.bias", SAME),
-    Row("{tower}/encoder/layer_{i}/attention/key/kernel", "encoder.layer.{i}.attention.self.key.weight", TRANSPOSE),
-    Row("{tower}/encoder/layer_{i}/attention/key/bias", "encoder.layer.{i}.attention.self.key.bias", SAME),
-    Row("{tower}/encoder/layer_{i}/attention/value/kernel", "encoder.layer.{i}.attention.self.value.weight", TRANSPOSE),
-    Row("{tower}/encoder/layer_{i}/attention/value/bias", "encoder.layer.{i}.attention.self.value.bias", SAME),
-    Row("{tower}/encoder/layer_{i}/attention/output/kernel", "encoder.layer.{i}.attention.output.dense.weight", TRANSPOSE),
-    Row("{tower}/encoder/layer_{i}/attention/output/bias", "encoder.layer.{i}.attention.output.dense.bias", SAME),
-    Row("{tower}/encoder/layer_{i}/attention_LayerNorm/scale", "encoder.layer.{i}.attention.output.LayerNorm.weight", SAME),
-    Row("{tower}/encoder/layer_{i}/attention_LayerNorm/bias", "encoder.layer.{i}.attention.output.LayerNorm.bias", SAME),
-    Row("{tower}/encoder/layer_{i}/intermediate/kernel", "encoder.layer.{i}.intermediate.dense.weight", TRANSPOSE),
-    Row("{tower}/encoder/layer_{i}/intermediate/bias", "encoder.layer.{i}.intermediate.dense.bias", SAME),
-    Row("{tower}/encoder/layer_{i}/output/kernel", "encoder.layer.{i}.output.dense.weight", TRANSPOSE),
-    Row("{tower}/encoder/layer_{i}/output/bias", "encoder.layer.{i}.output.dense.bias", SAME),
-    Row("{tower}/encoder/layer_{i}/output_LayerNorm/scale", "encoder.layer.{i}.output.LayerNorm.weight", SAME),
-    Row("{tower}/encoder/layer_{i}/output_LayerNorm/bias", "encoder.layer.{i}.output.LayerNorm.bias", SAME),
+# The shared Transformer block: our path inside it, BERT/ELECTRA's name, ALBERT's name, layout.
+BLOCK = [
+    ("attention/query/kernel", "attention.self.query.weight", "attention.query.weight", TRANSPOSE),
+    ("attention/query/bias", "attention.self.query.bias", "attention.query.bias", SAME),
+    ("attention/key/kernel", "attention.self.key.weight", "attention.key.weight", TRANSPOSE),
+    ("attention/key/bias", "attention.self.key.bias", "attention.key.bias", SAME),
+    ("attention/value/kernel", "attention.self.value.weight", "attention.value.weight", TRANSPOSE),
+    ("attention/value/bias", "attention.self.value.bias", "attention.value.bias", SAME),
+    ("attention/output/kernel", "attention.output.dense.weight", "attention.dense.weight", TRANSPOSE),
+    ("attention/output/bias", "attention.output.dense.bias", "attention.dense.bias", SAME),
+    ("attention_LayerNorm/scale", "attention.output.LayerNorm.weight", "attention.LayerNorm.weight", SAME),
+    ("attention_LayerNorm/bias", "attention.output.LayerNorm.bias", "attention.LayerNorm.bias", SAME),
+    ("intermediate/kernel", "intermediate.dense.weight", "ffn.weight", TRANSPOSE),
+    ("intermediate/bias", "intermediate.dense.bias", "ffn.bias", SAME),
+    ("output/kernel", "output.dense.weight", "ffn_output.weight", TRANSPOSE),
+    ("output/bias", "output.dense.bias", "ffn_output.bias", SAME),
+    ("output_LayerNorm/scale", "output.LayerNorm.weight", "full_layer_layer_norm.weight", SAME),
+    ("output_LayerNorm/bias", "output.LayerNorm.bias", "full_layer_layer_norm.bias", SAME),
 ]
+LAYER = [Row(f"{{tower}}/encoder/layer_{{i}}/{ours}", f"encoder.layer.{{i}}.{bert}", layout)  # per layer {i}
+         for ours, bert, _, layout in BLOCK]
 DISCRIMINATOR_HEAD = [  # ElectraForPreTraining; names without the "electra." prefix are the head's own
     Row("discriminator_predictions_dense/kernel", "discriminator_predictions.dense.weight", TRANSPOSE),
     Row("discriminator_predictions_dense/bias", "discriminator_predictions.dense.bias", SAME),
@@ -111,3 +114,46 @@ def set_path(tree: dict, path: str, value) -> None:
     for key in parents:
         tree = tree.setdefault(key, {})
     tree[leaf] = value
+
+
+# ---------------------------------------------------------------------------- ALBERT
+
+ALBERT_PREFIX = "albert."  # of the body in AlbertForPreTraining / AlbertForMaskedLM (not AlbertModel)
+ALBERT_MAPPING_IN = [  # always present, even when embedding and hidden sizes match
+    Row("embedding_hidden_mapping_in/kernel", "encoder.embedding_hidden_mapping_in.weight", TRANSPOSE),
+    Row("embedding_hidden_mapping_in/bias", "encoder.embedding_hidden_mapping_in.bias", SAME),
+]
+ALBERT_LAYER = [  # one per shared block: layer {i} of group {g}
+    Row(f"group_{{g}}_layer_{{i}}/{ours}", f"encoder.albert_layer_groups.{{g}}.albert_layers.{{i}}.{albert}", layout)
+    for ours, _, albert, layout in BLOCK]
+ALBERT_POOLER = [Row("pooler/kernel", "pooler.weight", TRANSPOSE), Row("pooler/bias", "pooler.bias", SAME)]
+ALBERT_MLM_HEAD = [  # the decoder weight is tied to the word embeddings, its bias to predictions.bias
+    Row("predictions_dense/kernel", "predictions.dense.weight", TRANSPOSE),
+    Row("predictions_dense/bias", "predictions.dense.bias", SAME),
+    Row("predictions_LayerNorm/scale", "predictions.LayerNorm.weight", SAME),
+    Row("predictions_LayerNorm/bias", "predictions.LayerNorm.bias", SAME),
+    Row("predictions_bias", "predictions.bias", SAME),
+]
+ALBERT_SOP_HEAD = [
+    Row("sop_classifier/kernel", "sop_classifier.classifier.weight", TRANSPOSE),
+    Row("sop_classifier/bias", "sop_classifier.classifier.bias", SAME),
+]
+ALBERT_TIED = {"predictions.decoder.weight": ALBERT_PREFIX + "embeddings.word_embeddings.weight",
+               "predictions.decoder.bias": "predictions.bias"}  # HF re-ties them on load; we never store them
+
+# (rows added to the body, head rows) of each HF ALBERT architecture.
+ALBERT_ARCHITECTURES = {
+    "AlbertForPreTraining": (ALBERT_POOLER, ALBERT_MLM_HEAD + ALBERT_SOP_HEAD),
+    "AlbertForMaskedLM": ([], ALBERT_MLM_HEAD),
+    "AlbertModel": (ALBERT_POOLER, []),
+}
+
+
+def albert_rows(model: ModelConfig, architecture: str) -> list[tuple[str, str, str]]:
+    """(our path, full HF name, layout) for every tensor of an ALBERT `architecture` under `model`."""
+    pooler, head = ALBERT_ARCHITECTURES[architecture]
+    prefix = "" if architecture == "AlbertModel" else ALBERT_PREFIX
+    layers = [row._replace(ours=row.ours.format(g=g, i=i), hf=row.hf.format(g=g, i=i))
+              for g in range(model.num_hidden_groups) for i in range(model.inner_group_num) for row in ALBERT_LAYER]
+    body = [*EMBEDDINGS, *ALBERT_MAPPING_IN, *layers, *pooler]
+    return [(r.ours, prefix + r.hf, r.layout) for r in body] + [(r.ours, r.hf, r.layout) for r in head]

@@ -1,0 +1,71 @@
+"""ALBERT: factorized embeddings and cross-layer parameter sharing, with the MLM and SOP heads.
+
+As in google-research/albert and HF `AlbertForPreTraining`: embeddings of size E projected to the hidden
+size by `embedding_hidden_mapping_in` (always present); `num_hidden_groups` groups of `inner_group_num`
+Transformer blocks (the package's one block, with tanh-approximated GELU), layer i of `num_layers` running
+group int(i / (num_layers / num_hidden_groups)); a tanh pooler over [CLS]; the MLM head
+dense -> gelu_new -> LayerNorm -> decoder tied to the word embeddings plus its own bias; the SOP head a
+2-way classifier on the pooled output.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from electra_jax.config import ModelConfig
+from electra_jax.models.layers import (ACTIVATIONS, Dropout, Embeddings, LayerNorm, TransformerBlock, add_bias,
+                                       attention_bias, dense, zeros_init)
+
+ACTIVATION = "gelu_new"  # ALBERT's hidden_act
+
+
+class Albert(nn.Module):
+    config: ModelConfig
+
+    def setup(self):
+        c = self.config
+        dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        self.embeddings = Embeddings(c.vocab_size, c.embedding_size, c.max_position_embeddings, c.type_vocab_size,
+                                     c.initializer_range, c.layer_norm_eps, c.dropout_rate, dtype, param_dtype)
+        self.embedding_hidden_mapping_in = dense(c.hidden_size, ("embed", "mlp"), c.initializer_range, dtype,
+                                                 param_dtype, "embedding_hidden_mapping_in")
+        block = nn.remat(TransformerBlock, static_argnums=(3,)) if c.remat else TransformerBlock
+        self.groups = [[block(c.hidden_size, c.num_heads, c.intermediate_size, ACTIVATION, c.initializer_range,
+                              c.layer_norm_eps, c.dropout_rate, c.attention_dropout_rate, dtype, param_dtype,
+                              name=f"group_{g}_layer_{i}") for i in range(c.inner_group_num)]
+                       for g in range(c.num_hidden_groups)]
+        self.pooler = dense(c.hidden_size, ("embed", "mlp"), c.initializer_range, dtype, param_dtype, "pooler")
+        self.predictions_dense = dense(c.embedding_size, ("mlp", "embed"), c.initializer_range, dtype, param_dtype,
+                                       "predictions_dense")
+        self.predictions_LayerNorm = LayerNorm(c.layer_norm_eps, dtype, param_dtype, "predictions_LayerNorm")
+        self.predictions_bias = self.param("predictions_bias", zeros_init(("vocab",)), (c.vocab_size,), param_dtype)
+        self.sop_dropout = Dropout(c.dropout_rate)
+        self.sop_classifier = dense(2, ("mlp", None), c.initializer_range, dtype, param_dtype, "sop_classifier")
+
+    def encode(self, input_ids_BxL, segment_ids_BxL, attention_mask_BxL, deterministic: bool = True):
+        """The last hidden states, B x L x H."""
+        c = self.config
+        x_BxLxH = self.embedding_hidden_mapping_in(self.embeddings(input_ids_BxL, segment_ids_BxL, deterministic))
+        bias_Bx1x1xL = attention_bias(attention_mask_BxL)
+        for i in range(c.num_layers):
+            for block in self.groups[int(i / (c.num_layers / c.num_hidden_groups))]:
+                x_BxLxH = block(x_BxLxH, bias_Bx1x1xL, deterministic)
+        return x_BxLxH
+
+    def mlm_logits(self, hidden_BxPxH):
+        """Vocabulary logits of the given hidden states (float32)."""
+        h = ACTIVATIONS[ACTIVATION](self.predictions_dense(hidden_BxPxH))
+        logits_BxPxV = add_bias(self.embeddings.attend(self.predictions_LayerNorm(h)), self.predictions_bias)
+        return logits_BxPxV.astype(jnp.float32)
+
+    def sop_logits(self, hidden_BxLxH, deterministic: bool = True):
+        """Sentence-order logits (0: in order, 1: swapped) from the tanh-pooled [CLS] state, B x 2 (float32)."""
+        pooled_BxH = jnp.tanh(self.pooler(hidden_BxLxH[:, 0]))
+        return self.sop_classifier(self.sop_dropout(pooled_BxH, deterministic=deterministic)).astype(jnp.float32)
+
+    def __call__(self, input_ids_BxL, segment_ids_BxL, attention_mask_BxL, positions_BxP,
+                 deterministic: bool = True):
+        """(MLM logits at `positions_BxP`: B x P x V, SOP logits: B x 2), from one encoder pass."""
+        hidden_BxLxH = self.encode(input_ids_BxL, segment_ids_BxL, attention_mask_BxL, deterministic)
+        hidden_BxPxH = jnp.take_along_axis(hidden_BxLxH, positions_BxP[..., None], axis=1)
+        return self.mlm_logits(hidden_BxPxH), self.sop_logits(hidden_BxLxH, deterministic)
