@@ -80,10 +80,13 @@ class ObjectiveConfig:
     discriminator_weight: float = 50.0
     temperature: float = 1.0
     sampler: str = "inverse_cdf"  # or "gumbel": the same distribution, one noise draw per vocabulary entry
+    random_token_prob: float = 0.0  # ALBERT/BERT: share of selected positions given a random token
+    max_ngram: int = 3  # ALBERT: whole-word n-grams of up to this many words, p(n) ~ 1/n
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
+    kind: str = "adamw"  # adamw | lamb
     learning_rate: float = 5e-4
     b1: float = 0.9
     b2: float = 0.999
@@ -317,6 +320,10 @@ def validate(config: Config, num_devices: int | None = None) -> None:
         raise ConfigError(f"config: objective.mask_prob must be in (0, 1), got {o.mask_prob}")
     if not 0.0 <= o.mask_token_prob <= 1.0:
         raise ConfigError(f"config: objective.mask_token_prob must be in [0, 1], got {o.mask_token_prob}")
+    if not 0.0 <= o.random_token_prob <= 1.0 - o.mask_token_prob:
+        raise ConfigError(f"config: objective.random_token_prob must be in [0, 1 - objective.mask_token_prob], "
+                          f"got {o.random_token_prob}")
+    _positive("objective.max_ngram", o.max_ngram)
     _positive("objective.max_predictions", o.max_predictions)
     if o.max_predictions > d.seq_len:
         raise ConfigError(f"config: objective.max_predictions={o.max_predictions} exceeds data.seq_len={d.seq_len}")
@@ -330,6 +337,8 @@ def validate(config: Config, num_devices: int | None = None) -> None:
     if t.batch_size % t.grad_accum_steps:
         raise ConfigError(f"config: train.grad_accum_steps={t.grad_accum_steps} does not divide "
                           f"train.batch_size={t.batch_size}")
+    if config.optimizer.kind not in ("adamw", "lamb"):
+        raise ConfigError(f"config: optimizer.kind must be adamw or lamb, got {config.optimizer.kind!r}")
     _positive("optimizer.learning_rate", config.optimizer.learning_rate)
     if config.optimizer.clip_norm < 0:
         raise ConfigError(f"config: optimizer.clip_norm must be >= 0 (0: off), got {config.optimizer.clip_norm}")

@@ -1,4 +1,4 @@
-"""Learning-rate schedules, AdamW with a decay mask, and gradient clipping."""
+"""Learning-rate schedules, AdamW or LAMB with a decay mask, and gradient clipping."""
 from __future__ import annotations
 
 import jax
@@ -7,7 +7,7 @@ import optax
 
 from electra_jax.config import OptimizerConfig, ScheduleConfig
 
-NO_DECAY_NAMES = ("bias", "scale", "generator_lm_head_bias")  # biases and LayerNorm parameters
+NO_DECAY_NAMES = ("bias", "scale", "generator_lm_head_bias", "predictions_bias")  # biases and LayerNorm parameters
 
 
 def _segment(kind: str, peak: float, end: float, warmup: int, length: int, power: float) -> optax.Schedule:
@@ -40,9 +40,12 @@ def decay_mask(params):
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
+OPTIMIZERS = {"adamw": optax.adamw, "lamb": optax.lamb}  # LAMB: ALBERT's, a per-layer trust ratio on AdamW
+
+
 def make_optimizer(config: OptimizerConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
-    adamw = optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps,
-                        weight_decay=config.weight_decay, mask=decay_mask)
+    optimizer = OPTIMIZERS[config.kind](schedule, b1=config.b1, b2=config.b2, eps=config.eps,
+                                        weight_decay=config.weight_decay, mask=decay_mask)
     if config.clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(config.clip_norm), adamw)
-    return adamw
+        return optax.chain(optax.clip_by_global_norm(config.clip_norm), optimizer)
+    return optimizer

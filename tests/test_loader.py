@@ -1,4 +1,6 @@
 """The Grain loader over prepared shards: host slices, exact restore from an Orbax checkpoint."""
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,9 +64,13 @@ def test_iterator_restores_exactly_from_a_checkpoint(prepared, tmp_path):
     checkpointer = Checkpointer(tmp_path / "ck", CheckpointConfig(every_steps=1, keep=2, async_save=True))
     for _ in range(7):
         next(data)
-    checkpointer.save(7, state, data)
-    for _ in range(3):  # the loop moves on while the asynchronous save is written
+    snapshot = data.saved_state()
+    next(data)  # the saved state is fixed when the save is asked for, not when it is written
+    assert json.loads(snapshot.get_state()) == {"next_index": 7}
+    data = PretrainingData(prepared, global_batch=16, seed=0)
+    for _ in range(7):
         next(data)
+    checkpointer.save(7, state, data)
     checkpointer.close()
 
     resumed = PretrainingData(prepared, global_batch=16, seed=0)

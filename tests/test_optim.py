@@ -57,3 +57,16 @@ def test_decay_mask_excludes_layernorm_and_biases():
     updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
     assert float(jnp.abs(updates["embeddings"]["LayerNorm"]["scale"]).max()) == 0.0
     assert float(updates["embeddings"]["word_embeddings"]["embedding"].max()) == pytest.approx(-0.01)
+
+
+def test_lamb_scales_each_update_by_the_layer_trust_ratio():
+    import dataclasses
+    config = load_config(None, ["optimizer.kind=lamb"])
+    params = {"dense": {"kernel": jnp.ones((4, 3)), "bias": jnp.ones(3)}, "LayerNorm": {"scale": jnp.ones(3)}}
+    tx = make_optimizer(dataclasses.replace(config.optimizer, clip_norm=0.0), lambda _: 1.0)
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    # Zero gradients: only weight decay moves the kernel, u = 0.01 * w, and the trust ratio |w| / |u| = 100
+    # makes the step lr * 100 * 0.01 = 1 (AdamW would step 0.01). Bias and LayerNorm are not decayed.
+    np.testing.assert_allclose(updates["dense"]["kernel"], -1.0, rtol=1e-6)
+    assert float(jnp.abs(updates["dense"]["bias"]).max()) == 0.0
+    assert float(jnp.abs(updates["LayerNorm"]["scale"]).max()) == 0.0

@@ -81,29 +81,46 @@ def test_skip_summary_on_a_messy_corpus(tokenizer, tmp_path):
                                             encoding="utf-8")  # one 10 MB line
     with gzip.open(folder / "g_more.txt.gz", "wt", encoding="utf-8") as handle:
         handle.write(good * 3)
+    whole = gzip.compress((good * 2000).encode())
+    (folder / "h_cut.txt.gz").write_bytes(whole[:len(whole) // 2])  # a download that stopped half-way
     lines = []
     metadata = prepare([str(folder / "*")], tokenizer, tmp_path / "out", PackOptions(seq_len=64), workers=0,
                        progress=False, log=lines.append)
     skipped, counts = metadata["skipped"], metadata["counts"]
     assert skipped["binary_files"] == [str(folder / "c_junk.bin")]
+    assert skipped["damaged_files"] == [str(folder / "h_cut.txt.gz")]
     assert skipped["empty_files"] == [str(folder / "d_empty.txt"), str(folder / "e_blank.txt")]
     assert skipped["invalid_utf8_lines_repaired"] == 2 and skipped["invalid_utf8_bytes_removed"] == 4
     assert skipped["binary_lines_dropped"] == 1
     assert skipped["overlong_lines_split"] == 1 and skipped["documents_split"] >= 1
-    assert skipped["files"] == 4  # good, invalid UTF-8 (repaired), the long line, the .gz
+    assert skipped["files"] == 5  # good, invalid UTF-8 (repaired), the long line, the two .gz
     summary = [line for line in lines if line.startswith("skipped or repaired:")][0]
-    for words in ("1 binary files (", "2 empty files (", "2 invalid UTF-8 lines repaired", "4 invalid UTF-8 bytes removed",
-                  "1 binary lines dropped", "1 overlong lines split"):
+    for words in ("1 binary or non-UTF-8 files (", "2 empty files (", "1 damaged files, read up to the damage (",
+                  "2 invalid UTF-8 lines repaired", "4 invalid UTF-8 bytes removed",
+                  "1 binary or non-UTF-8 lines dropped", "1 overlong lines split"):
         assert words in summary, (words, summary)
     # The 10 MB line is packed, not lost: ~2.3M tokens of it in examples of at most 64.
     assert counts["tokens"] > 2_000_000 and counts["trimmed_tokens"] == 0
-    assert len(metadata["sources"][0]["files"]) == 7
+    assert len(metadata["sources"][0]["files"]) == 8
+    assert counts["lines"] > 9 + 3 * 4 + 100  # the readable first half of the cut .gz is kept
+
+
+def test_a_file_without_blank_lines_is_read_in_bounded_pieces(tmp_path):
+    from electra_jax.data.sources import MAX_DOCUMENT_CHARS, SkipReport, parse_source, read_documents
+    path = tmp_path / "one_document.txt"
+    path.write_text("En linje uden tomme linjer imellem.\n" * 150_000, encoding="utf-8")  # 5.4 MB, no blank line
+    report = SkipReport()
+    sizes = [sum(map(len, document)) for document in read_documents([parse_source(str(path))], report)]
+    assert max(sizes) <= MAX_DOCUMENT_CHARS and len(sizes) == report.documents_split + 1 >= 5
+    assert sum(sizes) == 150_000 * 35
 
 
 def test_errors_are_one_line_and_nothing_is_overwritten(corpus, tokenizer, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
+    fake_gz = tmp_path / "plain.txt.gz"
+    fake_gz.write_text("not compressed\n")
     cases = [
         (["--input", str(corpus), "--tokenizer", str(tokenizer), "--out", str(out)], "exists and is not empty"),
         (["--input", str(tmp_path / "missing*.txt"), "--tokenizer", str(tokenizer), "--out", str(tmp_path / "n")],
@@ -113,6 +130,7 @@ def test_errors_are_one_line_and_nothing_is_overwritten(corpus, tokenizer, tmp_p
          "--seq-len must be at least 8"),
         (["--input", "hf:" + str(tmp_path / "nowhere"), "--tokenizer", str(tokenizer), "--out", str(tmp_path / "n")],
          "no dataset folder"),
+        (["--input", str(fake_gz), "--tokenizer", str(tokenizer), "--out", str(tmp_path / "n")], "is not gzip data"),
     ]
     for argv, message in cases:
         assert main(["prepare", "--no-progress", *argv]) == 2
@@ -124,14 +142,14 @@ def test_errors_are_one_line_and_nothing_is_overwritten(corpus, tokenizer, tmp_p
 def test_local_hf_dataset(tokenizer, tmp_path):
     datasets = pytest.importorskip("datasets")
     texts = [generate_corpus(1, seed=s).strip().replace("\n\n", "\n") for s in range(60)]
-    records = [*texts[:30], " \n ", *texts[30:]]  # one record without text
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": records, "id": list(range(61))})}).save_to_disk(
+    records = [*texts[:30], " \n ", None, *texts[30:]]  # two records without text
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": records, "id": list(range(62))})}).save_to_disk(
         str(tmp_path / "hf"))
     lines = []
     metadata = prepare([f"hf:{tmp_path / 'hf'}:train"], tokenizer, tmp_path / "out", PackOptions(seq_len=64),
                        workers=0, progress=False, log=lines.append)
-    assert metadata["counts"]["documents"] == 60 and metadata["skipped"]["empty_records"] == 1
-    assert "1 empty records" in lines[-1]
+    assert metadata["counts"]["documents"] == 60 and metadata["skipped"]["empty_records"] == 2
+    assert "2 empty records" in lines[-1]
     assert metadata["counts"]["lines"] == sum(len(t.splitlines()) for t in texts)
     with pytest.raises(ValueError, match="has no column 'body'"):
         prepare([f"hf:{tmp_path / 'hf'}:train"], tokenizer, tmp_path / "o2", PackOptions(text_field="body"),

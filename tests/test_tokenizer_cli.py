@@ -79,7 +79,8 @@ def test_coverage_report_names_lost_letters(corpus, tmp_path, capsys):
 def test_tokenizer_errors_are_one_line(corpus, tmp_path, capsys):
     cases = [(["--kind", "sentencepiece", "--limit-alphabet", "50"], "--limit-alphabet is a WordPiece option"),
              (["--vocab-size", "10"], "--vocab-size must be at least 100"),
-             (["--input", str(tmp_path / "none.txt")], "matches no file")]
+             (["--input", str(tmp_path / "none.txt")], "matches no file"),
+             (["--kind", "sentencepiece", "--vocab-size", "50000"], "sentencepiece could not train on this corpus")]
     for extra, message in cases:
         argv = ["tokenizer", "train", "--input", str(corpus), "--out", str(tmp_path / "x"), *extra]
         assert main(argv) == 2

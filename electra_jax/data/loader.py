@@ -45,9 +45,9 @@ class PretrainingData:
         # project's CPUs reader threads only contend for the interpreter.
         self.iterator = iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
         # The saved state counts batches: it means the same only for the same data, order and batch.
-        shards = "".join(f"{s['file']}:{s['examples']};" for s in metadata["shards"])
-        self.spec = {"seed": seed, "global_batch": global_batch, "process_count": process_count,
-                     "data": hashlib.sha256((metadata["tokenizer"]["fingerprint"] + shards).encode()).hexdigest()[:16]}
+        # The metadata names the tokenizer, the options (seed included), the sources and every count.
+        digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()[:16]
+        self.spec = {"seed": seed, "global_batch": global_batch, "process_count": process_count, "data": digest}
 
     def saved_state(self) -> "FrozenState":
         return FrozenState(self.iterator.get_state())

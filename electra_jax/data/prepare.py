@@ -25,7 +25,6 @@ from electra_jax.data.text_tokenizer import copy_tokenizer, load_text_tokenizer
 from electra_jax.hf.staging import refuse_nonempty, staged_folder
 
 UNIT_CHARS = 1 << 18  # text per work unit: fixed, so unit boundaries never depend on the worker count
-MAX_UNIT_CHARS = 4 * UNIT_CHARS  # a longer document is cut (at a line) across units
 METADATA = "metadata.json"
 RECORD_OPTIONS = "group_size:1,uncompressed"  # one record per chunk: random access for a shuffled loader
 SHORT_SEQ_PROB = {"electra": 0.05, "albert": 0.1}  # the originals' defaults
@@ -69,20 +68,11 @@ def _check_options(options: PackOptions, workers: int) -> None:
 
 # ---------------------------------------------------------------------------- work units
 
-def work_units(documents: Iterator[list[str]], report: SkipReport) -> Iterator[list[list[str]]]:
-    """Consecutive documents grouped into units of about UNIT_CHARS; a document over MAX_UNIT_CHARS is cut."""
+def work_units(documents: Iterator[list[str]]) -> Iterator[list[list[str]]]:
+    """Consecutive documents grouped into units of about UNIT_CHARS (the reader caps a document's size)."""
     unit: list[list[str]] = []
     size = 0
     for document in documents:
-        while sum(map(len, document)) > MAX_UNIT_CHARS:
-            cut, length = 0, 0
-            while cut < len(document) - 1 and length + len(document[cut]) <= MAX_UNIT_CHARS:
-                length += len(document[cut])
-                cut += 1
-            cut = max(cut, 1)
-            report.documents_split += 1
-            yield [*unit, document[:cut]] if unit else [document[:cut]]
-            unit, size, document = [], 0, document[cut:]
         unit.append(document)
         size += sum(map(len, document))
         if size >= UNIT_CHARS:
@@ -200,7 +190,7 @@ def prepare(inputs: list[str], tokenizer_dir: str | Path, out_dir: str | Path, o
                                    text_field=options.text_field, tfds_data_dir=options.tfds_data_dir)
         seen_bytes = 0
         try:
-            for records, stats in _packed_units(work_units(documents, report), str(tokenizer.folder), options,
+            for records, stats in _packed_units(work_units(documents), str(tokenizer.folder), options,
                                                 workers):
                 for record in records:
                     writer.write(record)
@@ -258,16 +248,24 @@ def _metadata(sources, tokenizer, options: PackOptions, shards, totals, report: 
     }
 
 
+SKIPPED_FILES = {"empty_files": "empty files", "binary_files": "binary or non-UTF-8 files",
+                 "damaged_files": "damaged files, read up to the damage"}
+SKIPPED_COUNTS = {"binary_lines_dropped": "binary or non-UTF-8 lines dropped",
+                  "invalid_utf8_lines_repaired": "invalid UTF-8 lines repaired",
+                  "invalid_utf8_bytes_removed": "invalid UTF-8 bytes removed",
+                  "overlong_lines_split": "overlong lines split", "documents_split": "documents split",
+                  "empty_records": "empty records"}
+
+
 def _skipped_line(skipped: dict) -> str:
     parts = []
-    for key in ("empty_files", "binary_files"):
+    for key, label in SKIPPED_FILES.items():
         if skipped[key]:
-            parts.append(f"{len(skipped[key])} {key.replace('_', ' ')} ({', '.join(skipped[key][:3])}"
+            parts.append(f"{len(skipped[key])} {label} ({', '.join(skipped[key][:3])}"
                          f"{', ...' if len(skipped[key]) > 3 else ''})")
-    for key in ("binary_lines_dropped", "invalid_utf8_lines_repaired", "invalid_utf8_bytes_removed",
-                "overlong_lines_split", "documents_split", "empty_records"):
+    for key, label in SKIPPED_COUNTS.items():
         if skipped[key]:
-            parts.append(f"{skipped[key]:,} {key.replace('_', ' ').replace('utf8', 'UTF-8')}")
+            parts.append(f"{skipped[key]:,} {label}")
     return "; ".join(parts)
 
 

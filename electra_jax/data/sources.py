@@ -10,11 +10,14 @@ import dataclasses
 import glob
 import gzip
 import os
+import zlib
 from pathlib import Path
 from typing import Iterator
 
 MAX_LINE_BYTES = 1 << 20  # longer lines are split (at a space where possible) into pieces of this size
+MAX_DOCUMENT_CHARS = 1 << 20  # longer documents are cut at a line: memory stays bounded without blank lines
 SNIFF_BYTES = 1 << 16  # how much of a file decides whether it is binary
+GZIP_MAGIC = b"\x1f\x8b"
 BINARY_INVALID_FRACTION = 0.1  # a file or line with more invalid UTF-8 than this is binary, not text
 
 
@@ -32,7 +35,8 @@ class SkipReport:
     invalid_utf8_bytes_removed: int = 0
     overlong_lines_split: int = 0
     empty_records: int = 0  # dataset records without text
-    documents_split: int = 0  # documents longer than a work unit, cut at a line boundary
+    documents_split: int = 0  # documents over MAX_DOCUMENT_CHARS, cut at a line
+    damaged_files: list[str] = dataclasses.field(default_factory=list)  # unreadable past some point (e.g. a cut .gz)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -70,10 +74,18 @@ def parse_source(spec: str) -> Source:
     paths = [p for p in paths if Path(p).is_file()]
     if not paths:
         raise SourceError(f"prepare: input '{spec}' matches no file")
+    for path in paths:
+        if path.endswith(".gz") and not _starts_with(path, GZIP_MAGIC):
+            raise SourceError(f"prepare: {path} is named .gz but is not gzip data; rename or recompress it")
     return Source("text", spec, paths=tuple(paths))
 
 
 # ---------------------------------------------------------------------------- text files
+
+def _starts_with(path: str, magic: bytes) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(len(magic)) == magic
+
 
 def _open_binary(path: str):
     return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
@@ -137,8 +149,12 @@ def _decode(raw: bytes, report: SkipReport) -> str | None:
 
 def _text_file_lines(path: str, report: SkipReport, max_line_bytes: int) -> Iterator[str]:
     """Lines of one file, blank lines as ''; empty and binary files are skipped and named in the report."""
-    with _open_binary(path) as handle:
-        sample = handle.read(SNIFF_BYTES)
+    try:
+        with _open_binary(path) as handle:
+            sample = handle.read(SNIFF_BYTES)
+    except (OSError, EOFError, zlib.error):
+        report.damaged_files.append(path)
+        return
     if not sample.strip() and len(sample) < SNIFF_BYTES:
         report.empty_files.append(path)
         return
@@ -147,31 +163,48 @@ def _text_file_lines(path: str, report: SkipReport, max_line_bytes: int) -> Iter
         return
     report.files += 1
     with _open_binary(path) as handle:
-        for raw in _raw_lines(handle, report, max_line_bytes):
-            text = _decode(raw, report)
-            if text is not None:
-                text = text.strip()
-                report.lines += bool(text)
-                yield text
+        try:
+            for raw in _raw_lines(handle, report, max_line_bytes):
+                text = _decode(raw, report)
+                if text is not None:
+                    text = text.strip()
+                    report.lines += bool(text)
+                    yield text
+        except (OSError, EOFError, zlib.error):  # a truncated or corrupt .gz: keep what was read, name the file
+            report.damaged_files.append(path)
 
 
-def _documents_from_lines(lines: Iterator[str], blank_lines_separate_docs: bool) -> Iterator[list[str]]:
+def _documents_from_lines(lines: Iterator[str], blank_lines_separate_docs: bool, report: SkipReport,
+                          max_document_chars: int) -> Iterator[list[str]]:
+    """Blank lines end documents; a document reaching `max_document_chars` is cut at a line (and counted), so
+    memory stays bounded for a file without blank lines."""
     document: list[str] = []
+    size = 0
     for line in lines:
-        if line:
-            document.append(line)
-        elif blank_lines_separate_docs and document:
+        if not line:
+            if blank_lines_separate_docs and document:
+                yield document
+                document, size = [], 0
+            continue
+        if document and size + len(line) > max_document_chars:
+            report.documents_split += 1
             yield document
-            document = []
+            document, size = [], 0
+        document.append(line)
+        size += len(line)
     if document:
         yield document
 
 
 # ---------------------------------------------------------------------------- datasets
 
-def _record_documents(values: Iterator, report: SkipReport, field: str, spec: str) -> Iterator[list[str]]:
+def _record_documents(values: Iterator, report: SkipReport, field: str, spec: str,
+                      max_document_chars: int) -> Iterator[list[str]]:
     """One dataset record = one document; its lines are the record's non-blank lines."""
     for value in values:
+        if value is None:
+            report.empty_records += 1
+            continue
         if isinstance(value, bytes):
             report.bytes += len(value)
             value = _decode(value, report)
@@ -185,10 +218,9 @@ def _record_documents(values: Iterator, report: SkipReport, field: str, spec: st
         lines = [line.strip() for line in value.splitlines()]
         lines = [line for line in lines if line]
         report.lines += len(lines)
-        if lines:
-            yield lines
-        else:
+        if not lines:
             report.empty_records += 1
+        yield from _documents_from_lines(iter(lines), False, report, max_document_chars)
 
 
 def _tfds_texts(source: Source, text_field: str, data_dir: str | None) -> Iterator[bytes]:
@@ -200,7 +232,7 @@ def _tfds_texts(source: Source, text_field: str, data_dir: str | None) -> Iterat
         data = tfds.data_source(source.name, split=source.split, data_dir=data_dir)
     except Exception as err:  # tfds raises many kinds; the message names the dataset, split and folder
         raise SourceError(f"prepare: cannot open {source.spec} in data_dir {data_dir or '(tfds default)'}: "
-                          f"{str(err).splitlines()[0]}") from None
+                          f"{(str(err).splitlines() or [type(err).__name__])[0]}") from None
     features = list(data.dataset_info.features.keys())
     if text_field not in features:
         raise SourceError(f"prepare: {source.spec} has no field '{text_field}' (fields: {', '.join(features)}); "
@@ -237,26 +269,21 @@ def check_source(source: Source, text_field: str, data_dir: str | None) -> None:
 
 
 def read_documents(sources: list[Source], report: SkipReport, *, blank_lines_separate_docs: bool = True,
-                   text_field: str = "text", tfds_data_dir: str | None = None,
-                   max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[list[str]]:
+                   text_field: str = "text", tfds_data_dir: str | None = None, max_line_bytes: int = MAX_LINE_BYTES,
+                   max_document_chars: int = MAX_DOCUMENT_CHARS) -> Iterator[list[str]]:
     """All documents of all sources, in order."""
-    for document in _all_documents(sources, report, blank_lines_separate_docs, text_field, tfds_data_dir,
-                                   max_line_bytes):
-        report.documents += 1
-        yield document
-
-
-def _all_documents(sources, report, blank_lines_separate_docs, text_field, tfds_data_dir, max_line_bytes):
     for source in sources:
         if source.kind == "text":
-            for path in source.paths:
-                lines = _text_file_lines(path, report, max_line_bytes)
-                yield from _documents_from_lines(lines, blank_lines_separate_docs)
-            continue
-        values = (_tfds_texts(source, text_field, tfds_data_dir) if source.kind == "tfds"
-                  else _hf_texts(source, text_field))
-        report.files += 1
-        yield from _record_documents(values, report, text_field, source.spec)
+            documents = (document for path in source.paths for document in _documents_from_lines(
+                _text_file_lines(path, report, max_line_bytes), blank_lines_separate_docs, report, max_document_chars))
+        else:
+            values = (_tfds_texts(source, text_field, tfds_data_dir) if source.kind == "tfds"
+                      else _hf_texts(source, text_field))
+            report.files += 1
+            documents = _record_documents(values, report, text_field, source.spec, max_document_chars)
+        for document in documents:
+            report.documents += 1
+            yield document
 
 
 def source_size(sources: list[Source]) -> int | None:

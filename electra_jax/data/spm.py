@@ -26,7 +26,8 @@ def train_sentencepiece(lines: Iterator[str], vocab_size: int, *, lowercase: boo
     """The serialized model (the bytes of spiece.model)."""
     import sentencepiece
     model = io.BytesIO()
-    prepared = (sentencepiece_text(line, lowercase=lowercase, keep_accents=not strip_accents) for line in lines)
+    prepared = (piece for line in lines
+                for piece in _pieces(sentencepiece_text(line, lowercase=lowercase, keep_accents=not strip_accents)))
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=prepared, model_writer=model, model_type="unigram",
         vocab_size=vocab_size, pad_id=0, pad_piece="<pad>", unk_id=1, unk_piece="<unk>", bos_id=-1, eos_id=-1,
@@ -35,6 +36,18 @@ def train_sentencepiece(lines: Iterator[str], vocab_size: int, *, lowercase: boo
         shuffle_input_sentence=False, max_sentence_length=MAX_SENTENCE_BYTES, num_threads=TRAINING_THREADS,
         minloglevel=2)
     return model.getvalue()
+
+
+def _pieces(line: str) -> list[str]:
+    """A line in pieces of at most MAX_SENTENCE_BYTES of UTF-8 (cut at spaces): sentencepiece would skip it."""
+    pieces, current, size = [], [], 0
+    for word in line.split(" "):
+        if current and size + len(word.encode()) + 1 > MAX_SENTENCE_BYTES:
+            pieces.append(" ".join(current))
+            current, size = [], 0
+        current.append(word[:MAX_SENTENCE_BYTES // 4])  # a single word longer than that is cut
+        size += len(current[-1].encode()) + 1
+    return [*pieces, " ".join(current)] if current else pieces
 
 
 def save_sentencepiece(model: bytes, out_dir: str | Path, *, lowercase: bool, strip_accents: bool) -> None:

@@ -116,9 +116,15 @@ def train_vocabulary(inputs: list[str], out_dir: str | Path, options: Vocabulary
             save_tokenizer(tokenizer, staging)
         else:
             from electra_jax.data.spm import save_sentencepiece, train_sentencepiece
-            model = train_sentencepiece(lines, options.vocab_size, lowercase=options.lowercase,
-                                        strip_accents=options.strip_accents, unused=options.unused,
-                                        character_coverage=options.character_coverage)
+            try:
+                model = train_sentencepiece(lines, options.vocab_size, lowercase=options.lowercase,
+                                            strip_accents=options.strip_accents, unused=options.unused,
+                                            character_coverage=options.character_coverage)
+            except RuntimeError as err:  # sentencepiece reports bad settings for the corpus this way
+                if not splitter.trained:
+                    raise VocabularyError(f"tokenizer: no text found in {', '.join(inputs)}") from None
+                reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+                raise VocabularyError(f"tokenizer: sentencepiece could not train on this corpus: {reason}") from None
             save_sentencepiece(model, staging, lowercase=options.lowercase, strip_accents=options.strip_accents)
         if not splitter.trained:
             raise VocabularyError(f"tokenizer: no text found in {', '.join(inputs)}")
@@ -160,8 +166,9 @@ def coverage_lines(coverage: dict, out_dir: Path) -> list[str]:
     return [
         f"vocabulary of {coverage['vocab_size']:,} tokens written to {out_dir} (trained on "
         f"{coverage['trained_lines']:,} lines)",
-        f"held-out {coverage['heldout_lines']:,} lines: unknown-token rate {coverage['unknown_rate']:.3%}, "
-        f"{coverage['tokens_per_word']:.2f} tokens per word",
+        (f"held-out {coverage['heldout_lines']:,} lines: unknown-token rate {coverage['unknown_rate']:.3%}, "
+         f"{coverage['tokens_per_word']:.2f} tokens per word") if coverage["heldout_lines"] else
+        f"no held-out lines (the corpus has fewer than {HELDOUT_EVERY}): unknown-token rate not measured",
         (f"letters lost ({len(lost)} of {coverage['letters']}, {coverage['lost_letter_fraction']:.4%} of the "
          f"letters in the corpus): {shown}{', ...' if len(lost) > 20 else ''}") if lost else
         f"letters lost: none (all {coverage['letters']} letters of the corpus are in the vocabulary)",
