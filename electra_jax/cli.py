@@ -19,9 +19,9 @@ def _pretrain(args) -> int:
         return 3
     final = summary["final"]
     if final:
-        print(f"step {summary['end_step']}: loss {final['loss']:.4f}, generator loss {final['generator_loss']:.4f}, "
-              f"discriminator accuracy {final['discriminator_accuracy']:.4f}, replaced-token F1 "
-              f"{final['replaced_f1']:.4f}")
+        from electra_jax.train import SUMMARY
+        shown = "".join(f", {label} {final[key]:.4f}" for label, key in SUMMARY[config.model.architecture])
+        print(f"step {summary['end_step']}: loss {final['loss']:.4f}{shown}")
     print(f"checkpoints: {summary['checkpoints']}")
     print(f"metrics:     {summary['metrics']}")
     print(f"tensorboard: {summary['tensorboard']}")

@@ -295,7 +295,7 @@ def validate(config: Config, num_devices: int | None = None) -> None:
         raise ConfigError(f"config: model.num_heads={m.num_heads} does not divide model.hidden_size={m.hidden_size}")
     if not 0.0 < m.generator_fraction <= 1.0:
         raise ConfigError(f"config: model.generator_fraction must be in (0, 1], got {m.generator_fraction}")
-    if m.generator_hidden_size % m.generator_num_heads:
+    if m.architecture == "electra" and m.generator_hidden_size % m.generator_num_heads:
         raise ConfigError(f"config: model.generator_fraction={m.generator_fraction} gives generator hidden "
                           f"{m.generator_hidden_size}, not divisible by its {m.generator_num_heads} heads")
     for name in ("dtype", "param_dtype"):
@@ -387,12 +387,14 @@ def validate_mesh(config: Config, num_devices: int | None) -> None:
     if micro % (data * fsdp):
         raise ConfigError(f"config: micro-batch {micro} (train.batch_size / train.grad_accum_steps) is not "
                           f"divisible by the data axes mesh.data*mesh.fsdp = {data * fsdp}")
-    for name, size, axis, axis_size in (
-            ("model.num_heads", m.num_heads, "mesh.tensor", tensor),
-            ("generator heads (from model.generator_fraction)", m.generator_num_heads, "mesh.tensor", tensor),
-            ("model.intermediate_size", m.intermediate_size, "mesh.tensor", tensor),
-            ("model.hidden_size", m.hidden_size, "mesh.fsdp", fsdp),
-            ("model.embedding_size", m.embedding_size, "mesh.fsdp", fsdp),
-            ("generator hidden size (from model.generator_fraction)", m.generator_hidden_size, "mesh.fsdp", fsdp)):
+    checks = [("model.num_heads", m.num_heads, "mesh.tensor", tensor),
+              ("model.intermediate_size", m.intermediate_size, "mesh.tensor", tensor),
+              ("model.hidden_size", m.hidden_size, "mesh.fsdp", fsdp),
+              ("model.embedding_size", m.embedding_size, "mesh.fsdp", fsdp)]
+    if m.architecture == "electra":
+        checks += [("generator heads (from model.generator_fraction)", m.generator_num_heads, "mesh.tensor", tensor),
+                   ("generator hidden size (from model.generator_fraction)", m.generator_hidden_size, "mesh.fsdp",
+                    fsdp)]
+    for name, size, axis, axis_size in checks:
         if size % axis_size:
             raise ConfigError(f"config: {name}={size} is not divisible by {axis}={axis_size}")

@@ -90,8 +90,9 @@ def plot_metrics(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     steps = [r["step"] for r in records]
-    panels = [("loss", ["generator_loss", "discriminator_loss"]),
-              ("accuracy / F1", ["generator_accuracy", "discriminator_accuracy", "replaced_f1"])]
+    panels = [("loss", ["generator_loss", "discriminator_loss", "mlm_loss", "sop_loss"]),
+              ("accuracy / F1", ["generator_accuracy", "discriminator_accuracy", "replaced_f1", "mlm_accuracy",
+                                 "sop_accuracy"])]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for axis, (title, names) in zip(axes, panels):
         for name in names:

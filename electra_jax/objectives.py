@@ -1,4 +1,4 @@
-"""ELECTRA's pretraining objective, all on device inside the jitted step.
+"""The pretraining objectives, all on device inside the jitted step: ELECTRA's, then ALBERT's.
 
 masking (google-research/electra pretrain_helpers.mask): of the non-special tokens, round(15%) are
 selected (at least 1, at most `max_predictions`); 85% of those become [MASK], the rest stay as
@@ -6,6 +6,9 @@ they were (no random tokens). The generator predicts the originals at the select
 Gumbel sample (under stop_gradient) fills them in; the discriminator labels a position "replaced"
 only where the sample differs from the original. The sample is drawn by inverse CDF by default
 (`objective.sampler`), the same distribution as the original's Gumbel-max at a fraction of the cost.
+
+ALBERT (google-research/albert): whole-word n-grams selected (`select_ngrams`), 80% [MASK], 10% a random
+token, 10% unchanged; loss = MLM + sentence-order prediction (SOP).
 """
 from __future__ import annotations
 
@@ -240,3 +243,38 @@ def mask_selected(rng, input_ids_BxL, selected_BxL, *, max_predictions: int, mas
     change_BxP = (u_BxP < mask_token_prob + random_token_prob) & (weights_BxP > 0)
     masked_ids_BxL = scatter(input_ids_BxL, positions_BxP, values_BxP, change_BxP)
     return Masked(masked_ids_BxL, positions_BxP, labels_BxP, weights_BxP)
+
+
+class AlbertSums(NamedTuple):
+    """Per-batch sums of the MLM and SOP terms; divided by the global counts once."""
+    mlm_loss: jax.Array
+    mlm_correct: jax.Array
+    num_predictions: jax.Array
+    sop_loss: jax.Array
+    sop_correct: jax.Array
+    num_sequences: jax.Array
+
+
+def albert_sums(mlm_logits_BxPxV, sop_logits_Bx2, masked: Masked, sop_labels_B) -> AlbertSums:
+    mlm_BxP, mlm_hit_BxP = cross_entropy_and_hit(mlm_logits_BxPxV, masked.labels_BxP)
+    sop_B = optax.softmax_cross_entropy_with_integer_labels(sop_logits_Bx2, sop_labels_B)
+    w = masked.weights_BxP
+    return AlbertSums(mlm_loss=(mlm_BxP * w).sum(), mlm_correct=(mlm_hit_BxP * w).sum(), num_predictions=w.sum(),
+                      sop_loss=sop_B.sum(), sop_correct=(sop_logits_Bx2.argmax(-1) == sop_labels_B).sum(),
+                      num_sequences=jnp.float32(sop_labels_B.shape[0]))
+
+
+def albert_loss(sums: AlbertSums, num_predictions, num_sequences):
+    """MLM mean + SOP mean (as AlbertForPreTraining's loss), over the whole (accumulated) batch."""
+    return sums.mlm_loss / num_predictions + sums.sop_loss / num_sequences
+
+
+def albert_metrics(sums: AlbertSums) -> dict[str, jax.Array]:
+    predictions, sequences = jnp.maximum(sums.num_predictions, 1.0), jnp.maximum(sums.num_sequences, 1.0)
+    return {
+        "loss": albert_loss(sums, predictions, sequences),
+        "mlm_loss": sums.mlm_loss / predictions,
+        "mlm_accuracy": sums.mlm_correct / predictions,
+        "sop_loss": sums.sop_loss / sequences,
+        "sop_accuracy": sums.sop_correct / sequences,
+    }

@@ -18,18 +18,27 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from electra_jax import objectives
 from electra_jax.checkpoint import Checkpointer, abstract_with_shardings
 from electra_jax.config import Config, ConfigError, MeshConfig, save_config, validate
 from electra_jax.data.default_corpus import write_default_corpus
 from electra_jax.data.loader import PretrainingData, batch_hash
 from electra_jax.data.prepare import METADATA, PackOptions, prepare, read_metadata
 from electra_jax.data.text_tokenizer import SpecialIds, copy_tokenizer, load_text_tokenizer
-from electra_jax.data.tokenizer import load_tokenizer, save_tokenizer, train_wordpiece
+from electra_jax.data.sources import SkipReport, parse_source, read_documents
+from electra_jax.data.tokenizer import save_tokenizer, train_wordpiece
 from electra_jax.mesh import batch_sharding, logical_rules, make_mesh, replicated
 from electra_jax.metrics import MetricWriter, plot_metrics
+from electra_jax.models.albert import Albert
 from electra_jax.models.electra import Electra
+from electra_jax.steps import AlbertObjective, ElectraObjective
 from electra_jax.optim import make_optimizer, make_schedule
+
+
+# What the progress bar and the closing line show, per architecture: (label, metric).
+PROGRESS = {"electra": [("f1", "replaced_f1")], "albert": [("mlm_acc", "mlm_accuracy"), ("sop_acc", "sop_accuracy")]}
+SUMMARY = {"electra": [("generator loss", "generator_loss"), ("discriminator accuracy", "discriminator_accuracy"),
+                       ("replaced-token F1", "replaced_f1")],
+           "albert": [("MLM loss", "mlm_loss"), ("MLM accuracy", "mlm_accuracy"), ("SOP accuracy", "sop_accuracy")]}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -53,7 +62,7 @@ def prepare_data(config: Config, run_dir: Path, log=print) -> tuple[Config, Path
     if data.prepared:
         folder = Path(data.prepared)
         metadata = read_metadata(folder)
-        _check_layout(metadata, folder, data.seq_len)
+        _check_layout(metadata, folder, data.seq_len, config.model.architecture)
         if data.tokenizer:
             _check_tokenizer(load_text_tokenizer(data.tokenizer), data.tokenizer, metadata, folder)
         if not tokenizer_dir.is_dir():  # the run directory is self-contained
@@ -65,16 +74,14 @@ def prepare_data(config: Config, run_dir: Path, log=print) -> tuple[Config, Path
             if not files[0].exists():
                 write_default_corpus(files[0])
                 log(f"wrote the embedded default corpus to {files[0]}")
-        if data.tokenizer:
-            if not (tokenizer_dir / "tokenizer.json").exists():
-                save_tokenizer(load_tokenizer(data.tokenizer), tokenizer_dir)
-        elif not (tokenizer_dir / "tokenizer.json").exists():
-            log(f"training a WordPiece tokenizer (vocab {data.vocab_size}) on {len(files)} file(s)")
-            save_tokenizer(train_wordpiece(files, data.vocab_size, lowercase=data.lowercase,
-                                           strip_accents=data.strip_accents), tokenizer_dir)
+        if not _has_tokenizer(tokenizer_dir):
+            if data.tokenizer:
+                copy_tokenizer(data.tokenizer, tokenizer_dir)
+            else:
+                _train_tokenizer(config, files, tokenizer_dir, log)
         folder = run_dir / "data" / f"prepared_L{data.seq_len}"
         if not (folder / METADATA).is_file():
-            options = PackOptions(format="electra", seq_len=data.seq_len, seed=data.seed,
+            options = PackOptions(format=config.model.architecture, seq_len=data.seq_len, seed=data.seed,
                                   short_seq_prob=data.short_seq_prob,
                                   blank_lines_separate_docs=data.blank_lines_separate_docs)
             prepare([str(f) for f in files], tokenizer_dir, folder, options, workers=0, progress=False, log=log)
@@ -83,10 +90,34 @@ def prepare_data(config: Config, run_dir: Path, log=print) -> tuple[Config, Path
     return with_vocab(config, metadata["tokenizer"]["vocab_size"]), folder, metadata
 
 
-def _check_layout(metadata: dict, folder: Path, seq_len: int) -> None:
-    if metadata["format"] != "electra":
-        raise ConfigError(f"config: data.prepared={folder} holds {metadata['format']} examples; ELECTRA pretraining "
-                          f"needs data prepared with --format electra")
+def _has_tokenizer(folder: Path) -> bool:
+    return (folder / "tokenizer.json").is_file() or (folder / "spiece.model").is_file()
+
+
+def _train_tokenizer(config: Config, files: list[Path], out: Path, log) -> None:
+    """The run's own vocabulary: WordPiece for ELECTRA, SentencePiece unigram for ALBERT."""
+    data = config.data
+    if config.model.architecture == "albert":
+        from electra_jax.data.spm import SentencePieceError, save_sentencepiece, train_sentencepiece
+        log(f"training a SentencePiece tokenizer (vocab {data.vocab_size}) on {len(files)} file(s)")
+        lines = (line for document in read_documents([parse_source(str(f)) for f in files], SkipReport())
+                 for line in document)
+        try:
+            model = train_sentencepiece(lines, data.vocab_size, lowercase=data.lowercase,
+                                        strip_accents=data.strip_accents)
+        except SentencePieceError as err:
+            raise ConfigError(f"config: data.vocab_size={data.vocab_size}: {err}") from None
+        save_sentencepiece(model, out, lowercase=data.lowercase, strip_accents=data.strip_accents)
+        return
+    log(f"training a WordPiece tokenizer (vocab {data.vocab_size}) on {len(files)} file(s)")
+    save_tokenizer(train_wordpiece(files, data.vocab_size, lowercase=data.lowercase,
+                                   strip_accents=data.strip_accents), out)
+
+
+def _check_layout(metadata: dict, folder: Path, seq_len: int, architecture: str) -> None:
+    if metadata["format"] != architecture:
+        raise ConfigError(f"config: data.prepared={folder} holds {metadata['format']} examples; {architecture} "
+                          f"pretraining needs data prepared with --format {architecture}")
     if metadata["seq_len"] != seq_len:
         raise ConfigError(f"config: data.prepared={folder} was prepared with --seq-len {metadata['seq_len']}, but "
                           f"data.seq_len={seq_len}; set data.seq_len={metadata['seq_len']} or prepare again")
@@ -116,8 +147,8 @@ def with_vocab(config: Config, tokenizer_vocab: int) -> Config:
 
 # ---------------------------------------------------------------------------- model and state
 
-def build_model(config: Config) -> Electra:
-    return Electra(config.model)
+def build_model(config: Config) -> Electra | Albert:
+    return Albert(config.model) if config.model.architecture == "albert" else Electra(config.model)
 
 
 def _dummy_inputs(config: Config):
@@ -144,45 +175,24 @@ def state_shardings(config: Config, model: Electra, tx: optax.GradientTransforma
 
 # ---------------------------------------------------------------------------- the step
 
-def make_train_step(config: Config, model: Electra, tx, specials: SpecialIds):
-    obj, accum = config.objective, config.train.grad_accum_steps
+def make_objective(config: Config, model, specials: SpecialIds, word_starts_V=None):
+    if config.model.architecture == "albert":
+        return AlbertObjective(config, model, specials, word_starts_V)
+    return ElectraObjective(config, model, specials)
+
+
+def make_train_step(config: Config, model, tx, specials: SpecialIds, word_starts_V=None):
+    objective = make_objective(config, model, specials, word_starts_V)
+    accum = config.train.grad_accum_steps
     base_rng = jax.random.key(config.train.seed + 1)
 
     def train_step(state: TrainState, batch: dict):
         rng = jax.random.fold_in(base_rng, state.step)
-        mask_rng, sample_rng, *micro_rngs = jax.random.split(rng, 2 + 2 * accum)
-        micro_rngs = jnp.stack(micro_rngs).reshape(accum, 2)  # per micro-batch: generator, discriminator dropout
-        input_ids, segment_ids = batch["input_ids"], batch["segment_ids"]
-        attention_mask = (input_ids != specials.pad).astype(jnp.int32)
-        maskable = ((input_ids != specials.pad) & (input_ids != specials.cls) & (input_ids != specials.sep)
-                    & (input_ids != specials.mask))
-        masked = objectives.mask_tokens(mask_rng, input_ids, maskable, mask_id=specials.mask,
-                                        mask_prob=obj.mask_prob, mask_token_prob=obj.mask_token_prob,
-                                        max_predictions=obj.max_predictions)
-        # Normalise once by the counts of the whole batch, so accumulation equals one big batch.
-        num_predictions = jnp.maximum(masked.weights_BxP.sum(), 1.0)
-        num_tokens = jnp.maximum(attention_mask.sum().astype(jnp.float32), 1.0)
-
-        def loss_fn(params, micro, rngs):
-            gen_rng, disc_rng = rngs
-            variables = {"params": params}
-            seg, att = micro["segment_ids"], micro["attention_mask"]
-
-            def gen_logits(ids, positions):
-                return model.apply(variables, ids, seg, att, positions, deterministic=False,
-                                   rngs={"dropout": gen_rng}, method=Electra.generator_logits)
-
-            def disc_logits(ids):
-                return model.apply(variables, ids, seg, att, deterministic=False, rngs={"dropout": disc_rng},
-                                   method=Electra.discriminator_logits)
-
-            sums = objectives.electra_sums(gen_logits, disc_logits, micro["sample_keys"], micro["masked"],
-                                           micro["input_ids"], att, obj.temperature, obj.sampler)
-            return objectives.electra_loss(sums, num_predictions, num_tokens, obj.discriminator_weight), sums
-
-        grad_fn = jax.grad(loss_fn, has_aux=True)
-        whole = {"input_ids": input_ids, "segment_ids": segment_ids, "attention_mask": attention_mask,
-                 "masked": masked, "sample_keys": jax.random.split(sample_rng, input_ids.shape[0])}
+        batch_rng, sample_rng, *micro_rngs = jax.random.split(rng, 2 + 2 * accum)
+        micro_rngs = jnp.stack(micro_rngs).reshape(accum, 2)  # two dropout keys per micro-batch
+        # Masking over the whole batch; its counts normalise every micro-batch, so accumulation equals one batch.
+        whole, counts = objective.prepare((batch_rng, sample_rng), batch)
+        grad_fn = jax.grad(lambda params, micro, keys: objective.loss(params, micro, keys, counts), has_aux=True)
         if accum == 1:
             grads, sums = grad_fn(state.params, whole, micro_rngs[0])
         else:
@@ -192,22 +202,20 @@ def make_train_step(config: Config, model: Electra, tx, specials: SpecialIds):
                 grads, sums = grad_fn(state.params, *inputs)
                 return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
-            zero_sums = objectives.Sums(*[jnp.zeros((), jnp.float32)] * len(objectives.Sums._fields))
-            zeros = (jax.tree.map(jnp.zeros_like, state.params), zero_sums)
+            zeros = (jax.tree.map(jnp.zeros_like, state.params), objective.zero_sums())
             (grads, sums), _ = jax.lax.scan(accumulate, zeros, (micro_batches, micro_rngs))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = objectives.electra_metrics(sums, obj.discriminator_weight)
+        metrics = objective.metrics(sums, counts)
         metrics["grad_norm"] = optax.tree.norm(grads)
         metrics["param_norm"] = optax.tree.norm(params)
-        metrics["tokens"] = num_tokens
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return train_step
 
 
 class Training(NamedTuple):
-    model: Electra
+    model: Electra | Albert
     tx: optax.GradientTransformation
     schedule: optax.Schedule
     shardings: Any  # of the state
@@ -231,14 +239,15 @@ def single_device_state(config: Config):
     return abstract, make_state
 
 
-def setup_training(config: Config, mesh, specials: SpecialIds) -> Training:
-    """Model, optimizer, state shardings, a sharded initialiser and the jitted step for one mesh."""
+def setup_training(config: Config, mesh, specials: SpecialIds, word_starts_V=None) -> Training:
+    """Model, optimizer, state shardings, a sharded initialiser and the jitted step for one mesh.
+    `word_starts_V` (per token id: does it begin a word?) is ALBERT's, for whole-word masking."""
     model = build_model(config)
     schedule, tx = build_optimizer(config)
     shardings, abstract, make_state = state_shardings(config, model, tx, mesh)
     init = functools.partial(jax.jit(make_state, out_shardings=shardings), jax.random.key(config.train.seed))
     batch_spec = batch_sharding(mesh, logical_rules(config))
-    step_fn = jax.jit(make_train_step(config, model, tx, specials), donate_argnums=0,
+    step_fn = jax.jit(make_train_step(config, model, tx, specials, word_starts_V), donate_argnums=0,
                       in_shardings=(shardings, batch_spec), out_shardings=(shardings, replicated(mesh)))
     return Training(model, tx, schedule, shardings, abstract, init, batch_spec, step_fn)
 
@@ -283,7 +292,9 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
     is_main = jax.process_index() == 0
 
     mesh = make_mesh(config)
-    training = setup_training(config, mesh, special_ids(metadata))
+    word_starts = (load_text_tokenizer(run_dir / "tokenizer").word_starts()
+                   if config.model.architecture == "albert" else None)
+    training = setup_training(config, mesh, special_ids(metadata), word_starts)
     schedule = training.schedule
     data = PretrainingData(data_folder, config.train.batch_size, config.data.seed, jax.process_index(),
                            jax.process_count())
@@ -327,7 +338,8 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
             window_tokens, window_start = 0.0, now
             writer.write(step, values)
             if bar is not None:
-                bar.set_postfix(loss=f"{values['loss']:.3f}", f1=f"{values['replaced_f1']:.3f}",
+                headline = {name: f"{values[key]:.3f}" for name, key in PROGRESS[config.model.architecture]}
+                bar.set_postfix(loss=f"{values['loss']:.3f}", **headline,
                                 tok_s=f"{values['tokens_per_second']:.0f}", refresh=False)
         last_values = values
 

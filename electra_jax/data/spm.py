@@ -28,6 +28,19 @@ def train_sentencepiece(lines: Iterator[str], vocab_size: int, *, lowercase: boo
     model = io.BytesIO()
     prepared = (piece for line in lines
                 for piece in _pieces(sentencepiece_text(line, lowercase=lowercase, keep_accents=not strip_accents)))
+    try:
+        _train(sentencepiece, prepared, model, vocab_size, unused, character_coverage)
+    except RuntimeError as err:  # how sentencepiece reports settings the corpus cannot meet
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise SentencePieceError(f"sentencepiece could not train on this corpus: {reason}") from None
+    return model.getvalue()
+
+
+class SentencePieceError(ValueError):
+    pass
+
+
+def _train(sentencepiece, prepared, model, vocab_size: int, unused: int, character_coverage: float) -> None:
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=prepared, model_writer=model, model_type="unigram",
         vocab_size=vocab_size, pad_id=0, pad_piece="<pad>", unk_id=1, unk_piece="<unk>", bos_id=-1, eos_id=-1,
@@ -35,7 +48,6 @@ def train_sentencepiece(lines: Iterator[str], vocab_size: int, *, lowercase: boo
         normalization_rule_name="nmt_nfkc", character_coverage=character_coverage, input_sentence_size=0,
         shuffle_input_sentence=False, max_sentence_length=MAX_SENTENCE_BYTES, num_threads=TRAINING_THREADS,
         minloglevel=2)
-    return model.getvalue()
 
 
 def _pieces(line: str) -> list[str]:

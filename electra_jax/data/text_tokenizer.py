@@ -11,9 +11,12 @@ import shutil
 import unicodedata
 from pathlib import Path
 
+import numpy as np
+
 # The files that define each kind; copied verbatim so a copy has the same fingerprint.
 WORDPIECE_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 SENTENCEPIECE_FILES = ("spiece.model", "tokenizer_config.json", "special_tokens_map.json")
+ALBERT_PUNCTUATION = frozenset('!"#$%&"()*+,-./:;?@[\\]^_`{|}~')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +44,13 @@ class WordPieceText:
 
     def encode_lines(self, lines: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(lines, add_special_tokens=False)]
+
+    def word_starts(self) -> np.ndarray:
+        """Per id: does the token begin a word (is it not a "##" continuation)?"""
+        starts = np.ones(self.vocab_size, bool)
+        for token, i in self.tokenizer.get_vocab().items():
+            starts[i] = not token.startswith("##")
+        return starts
 
 
 class SentencePieceText:
@@ -70,6 +80,12 @@ class SentencePieceText:
         prepared = [sentencepiece_text(line, lowercase=self.lowercase, keep_accents=self.keep_accents)
                     for line in lines]
         return self.processor.encode(prepared, out_type=int)
+
+    def word_starts(self) -> np.ndarray:
+        """Per id: does the piece begin a word? As google-research/albert's is_start_piece: pieces with the
+        "▁" prefix, control pieces and single punctuation marks."""
+        pieces = [self.processor.id_to_piece(i) for i in range(self.vocab_size)]
+        return np.array([p.startswith(("▁", "<", "[")) or p in ALBERT_PUNCTUATION for p in pieces])
 
 
 def sentencepiece_text(line: str, *, lowercase: bool, keep_accents: bool) -> str:

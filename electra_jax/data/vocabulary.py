@@ -115,16 +115,15 @@ def train_vocabulary(inputs: list[str], out_dir: str | Path, options: Vocabulary
                                         limit_alphabet=options.limit_alphabet, unused=options.unused)
             save_tokenizer(tokenizer, staging)
         else:
-            from electra_jax.data.spm import save_sentencepiece, train_sentencepiece
+            from electra_jax.data.spm import SentencePieceError, save_sentencepiece, train_sentencepiece
             try:
                 model = train_sentencepiece(lines, options.vocab_size, lowercase=options.lowercase,
                                             strip_accents=options.strip_accents, unused=options.unused,
                                             character_coverage=options.character_coverage)
-            except RuntimeError as err:  # sentencepiece reports bad settings for the corpus this way
+            except SentencePieceError as err:
                 if not splitter.trained:
                     raise VocabularyError(f"tokenizer: no text found in {', '.join(inputs)}") from None
-                reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-                raise VocabularyError(f"tokenizer: sentencepiece could not train on this corpus: {reason}") from None
+                raise VocabularyError(f"tokenizer: {err}") from None
             save_sentencepiece(model, staging, lowercase=options.lowercase, strip_accents=options.strip_accents)
         if not splitter.trained:
             raise VocabularyError(f"tokenizer: no text found in {', '.join(inputs)}")
