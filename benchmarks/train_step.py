@@ -1,4 +1,4 @@
-"""ELECTRA-small (paper dims) train step on this CPU: electra-jax against HF PyTorch, same run.
+"""ELECTRA-small (paper dims) or ALBERT-base train step on this CPU: electra-jax against HF PyTorch, same run.
 
 Both sides do the same work: ELECTRA masking, generator (ElectraForMaskedLM dims) logits only at the
 masked positions, Gumbel sampling, discriminator (ElectraForPreTraining) on the corrupted input,
@@ -6,7 +6,7 @@ loss = MLM + 50 * RTD, global-norm clipping and AdamW, with the same thread coun
 timed in its own process, in rounds (jax, torch, jax, torch), so both sample the machine's load. Prints tokens/s
 for each, their ratio, and each side's MFU against this CPU's fp32 matmul peak measured here.
 
-    python benchmarks/train_step.py [--batch 32] [--seq 128] [--steps 5] [--rounds 2]
+    python benchmarks/train_step.py [--model electra|albert] [--batch 32] [--seq 128] [--steps 5] [--rounds 2]
 """
 from __future__ import annotations
 
@@ -51,6 +51,15 @@ def synthetic_batch(batch: int, seq: int, vocab: int, seed: int = 0):
     return ids, segments
 
 
+def synthetic_word_starts(vocab: int, seed: int = 0) -> np.ndarray:
+    """Per token id: does it begin a word? About 70% do, as in a SentencePiece vocabulary."""
+    return np.random.default_rng(seed).random(vocab) < 0.7
+
+
+def sop_labels(batch: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 2, batch).astype(np.int32)
+
+
 def median_step_seconds(step, repeats: int, warmup: int = 2) -> float:
     for _ in range(warmup):  # compile / allocator warm-up; async dispatch makes first steps lie
         step()
@@ -67,9 +76,12 @@ def jax_step(config, ids, segments):
     from electra_jax.mesh import make_mesh
     from electra_jax.train import SpecialIds, setup_training
 
-    training = setup_training(config, make_mesh(config, jax.devices()[:1]), SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4))
-    batch = {"input_ids": jax.device_put(ids, training.batch_sharding),
-             "segment_ids": jax.device_put(segments, training.batch_sharding)}
+    specials = SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
+    albert = config.model.architecture == "albert"
+    word_starts = synthetic_word_starts(config.model.vocab_size) if albert else None
+    training = setup_training(config, make_mesh(config, jax.devices()[:1]), specials, word_starts)
+    batch = {"input_ids": ids, "segment_ids": segments, **({"sop_label": sop_labels(len(ids))} if albert else {})}
+    batch = {name: jax.device_put(array, training.batch_sharding) for name, array in batch.items()}
     holder = {"state": training.init()}
 
     def step():
@@ -137,6 +149,56 @@ def torch_step(config, ids, segments):
     return step
 
 
+def torch_albert_step(config, ids, segments):
+    """AlbertForPreTraining doing what ours does: 15% masked (80/10/10; whole words on our side), the MLM head
+    only at the masked positions, SOP on the pooled [CLS], clipping and AdamW (LAMB on neither side)."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AlbertConfig, AlbertForPreTraining
+
+    m, obj = config.model, config.objective
+    model = AlbertForPreTraining(AlbertConfig(
+        vocab_size=m.vocab_size, embedding_size=m.embedding_size, hidden_size=m.hidden_size,
+        num_hidden_layers=m.num_layers, num_hidden_groups=m.num_hidden_groups, inner_group_num=m.inner_group_num,
+        num_attention_heads=m.num_heads, intermediate_size=m.intermediate_size, hidden_act="gelu_new",
+        hidden_dropout_prob=m.dropout_rate, attention_probs_dropout_prob=m.attention_dropout_rate,
+        classifier_dropout_prob=m.dropout_rate, max_position_embeddings=m.max_position_embeddings,
+        layer_norm_eps=1e-12))
+    model.train()
+    params = list(model.parameters())
+    optimizer = torch.optim.AdamW([{"params": [p for p in params if p.ndim > 1], "weight_decay": 0.01},
+                                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}],
+                                  lr=config.optimizer.learning_rate, eps=1e-6)
+    input_ids = torch.from_numpy(ids).long()
+    token_types = torch.from_numpy(segments).long()
+    attention = torch.ones_like(input_ids)
+    order = torch.from_numpy(sop_labels(len(ids))).long()
+    maskable = (input_ids > 4)
+    num_predict = maskable.sum(1).mul(obj.mask_prob).round().clamp(1, obj.max_predictions)
+
+    def step():
+        scores = torch.where(maskable, torch.rand(input_ids.shape), torch.full(input_ids.shape, -1.0))
+        positions = scores.topk(obj.max_predictions, dim=1).indices
+        weights = (torch.arange(obj.max_predictions)[None] < num_predict[:, None]).float()
+        labels = input_ids.gather(1, positions)
+        u = torch.rand(positions.shape)
+        values = torch.where(u < 0.8, torch.full_like(positions, 4), torch.randint(5, m.vocab_size, positions.shape))
+        values = torch.where((u < 0.9) & (weights > 0), values, labels)
+        masked = input_ids.scatter(1, positions, values)
+        outputs = model.albert(masked, attention_mask=attention, token_type_ids=token_types)
+        hidden = outputs.last_hidden_state.gather(1, positions[..., None].expand(-1, -1, m.hidden_size))
+        logits = model.predictions(hidden)
+        mlm = (F.cross_entropy(logits.transpose(1, 2), labels, reduction="none") * weights).sum() / weights.sum()
+        sop = F.cross_entropy(model.sop_classifier(outputs.pooler_output), order)
+        loss = mlm + sop
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.optimizer.clip_norm)
+        optimizer.step()
+
+    return step
+
+
 def measure_side(side: str, args) -> dict:
     """One framework in this process: its matmul peak and its median train-step time."""
     if side == "torch":  # XLA uses every core by default; give PyTorch the same
@@ -144,16 +206,22 @@ def measure_side(side: str, args) -> dict:
         torch.set_num_threads(os.cpu_count())
     config = make_config(args)
     ids, segments = synthetic_batch(args.batch, args.seq, args.vocab)
-    build = jax_step if side == "jax" else torch_step
+    build = jax_step if side == "jax" else (torch_albert_step if args.model == "albert" else torch_step)
     seconds = median_step_seconds(build(config, ids, segments), args.steps)
     return {"side": side, "seconds": seconds, "peak": matmul_peak_flops(side)}
 
 
+PRESETS = {"electra": "electra_small.yaml", "albert": "albert_base.yaml"}
+
+
 def make_config(args):
     from electra_jax.config import load_config
-    return load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "electra_small.yaml"),
-                       [f"train.batch_size={args.batch}", f"data.seq_len={args.seq}", f"model.vocab_size={args.vocab}",
-                        "mesh.data=1", f"objective.max_predictions={max(1, round(args.seq * 0.15 + 0.5))}"])
+    overrides = [f"train.batch_size={args.batch}", f"data.seq_len={args.seq}", f"model.vocab_size={args.vocab}",
+                 "mesh.data=1", f"objective.max_predictions={max(1, round(args.seq * 0.15 + 0.5))}"]
+    if args.model == "albert":
+        overrides.append("optimizer.kind=adamw")  # torch has no LAMB: both sides take AdamW
+    preset = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", PRESETS[args.model])
+    return load_config(preset, overrides)
 
 
 def main() -> None:
@@ -162,9 +230,12 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per side and round")
     parser.add_argument("--rounds", type=int, default=2, help="each round runs jax, then torch, each in a fresh process")
-    parser.add_argument("--vocab", type=int, default=30522)
+    parser.add_argument("--model", choices=["electra", "albert"], default="electra",
+                        help="electra: ELECTRA-small (paper); albert: ALBERT-base")
+    parser.add_argument("--vocab", type=int, help="default: 30522 (ELECTRA), 30000 (ALBERT)")
     parser.add_argument("--side", choices=["jax", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.vocab = args.vocab or (30000 if args.model == "albert" else 30522)
     if args.side:
         print(json.dumps(measure_side(args.side, args)))
         return
@@ -174,18 +245,20 @@ def main() -> None:
     for _ in range(args.rounds):
         for side in results:
             command = [sys.executable, __file__, "--side", side, "--batch", str(args.batch), "--seq", str(args.seq),
-                       "--steps", str(args.steps), "--vocab", str(args.vocab)]
+                       "--steps", str(args.steps), "--vocab", str(args.vocab), "--model", args.model]
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             results[side].append(json.loads(output.strip().splitlines()[-1]))
     seconds = {side: float(np.median([r["seconds"] for r in rs])) for side, rs in results.items()}
     peak = max(r["peak"] for rs in results.values() for r in rs)
     config = make_config(args)
-    from electra_jax.metrics import electra_train_flops_per_token
+    from electra_jax.metrics import train_flops_per_token
     import jax
     import torch
     tokens = args.batch * args.seq
-    flops_per_step = electra_train_flops_per_token(config) * tokens
-    print(f"ELECTRA-small (L12 H256 E128, generator 1/4), batch {args.batch} x seq {args.seq}, fp32, "
+    flops_per_step = train_flops_per_token(config) * tokens
+    described = {"electra": "ELECTRA-small (L12 H256 E128, generator 1/4)",
+                 "albert": "ALBERT-base (L12 H768 E128, one shared group; AdamW on both sides)"}[args.model]
+    print(f"{described}, batch {args.batch} x seq {args.seq}, fp32, "
           f"{os.cpu_count()} threads; jax {jax.__version__}, torch {torch.__version__}")
     print(f"fp32 matmul peak (2048^3, best of JAX/PyTorch): {peak / 1e9:.1f} GFLOP/s")
     print(f"model FLOPs per step: {flops_per_step / 1e9:.1f} GFLOP")

@@ -72,11 +72,11 @@ def _import(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="electra-jax", description="Pretrain ELECTRA-family encoders in JAX.")
+    parser = argparse.ArgumentParser(prog="electra-jax", description="Pretrain ELECTRA and ALBERT encoders in JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    pre = commands.add_parser("pretrain", help="pretrain an ELECTRA generator + discriminator (resumes if the "
-                                               "run directory has checkpoints)")
+    pre = commands.add_parser("pretrain", help="pretrain an ELECTRA (generator + discriminator) or an ALBERT "
+                                               "(resumes if the run directory has checkpoints)")
     pre.add_argument("--config", required=True, help="YAML preset, e.g. configs/electra_smoke.yaml")
     pre.add_argument("--run-dir", default="runs/smoke", help="checkpoints, metrics, plot and resolved config")
     pre.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -84,16 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     pre.set_defaults(run=_pretrain)
 
     exp = commands.add_parser("export", help="write a run's checkpoint as Hugging Face PyTorch models "
-                                             "(OUT_DIR/discriminator and OUT_DIR/generator)")
+                                             "(ELECTRA: OUT_DIR/discriminator and OUT_DIR/generator; ALBERT: "
+                                             "OUT_DIR as an AlbertForPreTraining)")
     exp.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT", help="a run directory or one of its checkpoints")
     exp.add_argument("out_dir", metavar="OUT_DIR", help="a new (or empty) folder")
     exp.add_argument("--step", type=int, help="which checkpoint (default: the newest finished one)")
     exp.set_defaults(run=_export)
 
-    imp = commands.add_parser("import", help="turn Hugging Face ELECTRA weights into a run directory that "
-                                             "pretrain continues and fine-tuning starts from")
+    imp = commands.add_parser("import", help="turn Hugging Face ELECTRA or ALBERT weights into a run directory "
+                                             "that pretrain continues and fine-tuning starts from")
     imp.add_argument("hf_dir", metavar="HF_DIR", help="an ElectraForPreTraining / ElectraForMaskedLM / ElectraModel "
-                                                      "folder, or a folder with discriminator/ and generator/")
+                                                      "folder, a folder with discriminator/ and generator/, or an "
+                                                      "AlbertForPreTraining / AlbertForMaskedLM / AlbertModel folder "
+                                                      "with its spiece.model")
     imp.add_argument("out_dir", metavar="OUT_DIR", help="the new run directory")
     imp.add_argument("--generator", help="an ElectraForMaskedLM folder to pair with HF_DIR's discriminator")
     imp.add_argument("--config", help="preset for everything but the model (default: the package defaults)")

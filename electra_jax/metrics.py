@@ -81,6 +81,25 @@ def electra_train_flops_per_token(config: Config) -> float:
     return 3.0 * forward
 
 
+def albert_train_flops_per_token(config: Config) -> float:
+    """Forward + backward (3x forward) matmul FLOPs per input token of one ALBERT step: shared layers cost
+    their compute on every application; the MLM head runs only at the masked positions."""
+    m, seq_len = config.model, config.data.seq_len
+    applications = m.num_layers * m.inner_group_num
+    forward = encoder_flops_per_token(applications, m.hidden_size, m.intermediate_size, seq_len)
+    forward += 2 * m.embedding_size * m.hidden_size  # embedding_hidden_mapping_in
+    forward += (2 * m.hidden_size * m.hidden_size + 4 * m.hidden_size) / seq_len  # pooler + SOP, once per sequence
+    predicted_fraction = config.objective.max_predictions / seq_len
+    forward += predicted_fraction * (2 * m.hidden_size * m.embedding_size + 2 * m.embedding_size * m.vocab_size)
+    return 3.0 * forward
+
+
+def train_flops_per_token(config: Config) -> float:
+    if config.model.architecture == "albert":
+        return albert_train_flops_per_token(config)
+    return electra_train_flops_per_token(config)
+
+
 def plot_metrics(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     records = read_metrics(metrics_path)
     if not records:

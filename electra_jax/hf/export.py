@@ -158,6 +158,12 @@ def export(source: str | Path, out_dir: str | Path, step: int | None = None, log
     run_dir, step = locate_checkpoint(source, step)
     config, params, step = load_run_params(run_dir, step)
     metrics = _last_metrics(run_dir, step)
+    if config.model.architecture == "albert":
+        from electra_jax.hf.albert import export_albert
+        with staged_folder(out_dir, "export") as staging:
+            export_albert(config, params, run_dir, step, metrics, staging)
+        log(f"exported step {step} of {run_dir} to {out_dir} (AlbertForPreTraining)")
+        return out_dir
     with staged_folder(out_dir, "export") as staging:
         for tower in TOWERS:
             folder = staging / tower

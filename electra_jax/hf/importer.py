@@ -1,4 +1,4 @@
-"""Import published Hugging Face ELECTRA weights into a run directory that `pretrain` continues.
+"""Import published Hugging Face ELECTRA or ALBERT weights into a run directory that `pretrain` continues.
 
 HF_DIR is one model folder (ElectraForPreTraining, ElectraForMaskedLM or ElectraModel) or a folder with
 `discriminator/` and `generator/` inside (what `export` writes). A tower that is not given starts
@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from electra_jax.config import ModelConfig, load_config, save_config, validate
-from electra_jax.hf.names import ARCHITECTURES, ENCODER_PREFIX, TIED_DECODER, convert, get_path, rows_for, set_path
+from electra_jax.hf import albert
+from electra_jax.hf.names import (ALBERT_PREFIX, ARCHITECTURES, ENCODER_PREFIX, TIED, convert, get_path, rows_for,
+                                  set_path)
 from electra_jax.hf.staging import refuse_nonempty, staged_folder
 
 IGNORED = ("embeddings.position_ids",)  # buffers some older checkpoints carry
@@ -61,24 +63,30 @@ def detect_architecture(config: dict, tensors: dict) -> str:
 
 
 def read_model_folder(folder: Path) -> tuple[dict, dict, str]:
-    """(config.json contents, tensors, architecture) of one HF model folder, checked to be an ELECTRA."""
+    """(config.json contents, tensors, architecture) of one HF model folder, checked to be an ELECTRA or ALBERT."""
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise HFImportError(f"import: {config_path} not found (give a Hugging Face model folder)")
     config = json.loads(config_path.read_text())
     problems = []
-    if config.get("model_type") != "electra":
-        problems.append(f"model_type is {config.get('model_type')!r}, not 'electra'")
-    if config.get("hidden_act", "gelu") != "gelu":
-        problems.append(f"hidden_act is {config.get('hidden_act')!r} (only exact 'gelu' is supported)")
-    if config.get("position_embedding_type", "absolute") != "absolute":
-        problems.append(f"position_embedding_type is {config.get('position_embedding_type')!r}, not 'absolute'")
+    if config.get("model_type") == "albert":
+        problems = albert.config_problems(config)
+    elif config.get("model_type") != "electra":
+        problems.append(f"model_type is {config.get('model_type')!r}, not 'electra' or 'albert'")
+    else:
+        if config.get("hidden_act", "gelu") != "gelu":
+            problems.append(f"hidden_act is {config.get('hidden_act')!r} (only exact 'gelu' is supported)")
+        if config.get("position_embedding_type", "absolute") != "absolute":
+            problems.append(f"position_embedding_type is {config.get('position_embedding_type')!r}, not 'absolute'")
     if problems:
         raise HFImportError(f"import: {config_path}: " + "; ".join(problems))
     tensors = read_tensors(folder)
-    architecture = detect_architecture(config, tensors)
-    if architecture == "ElectraModel":  # some ElectraModel checkpoints keep the task models' prefix
-        tensors = {name.removeprefix(ENCODER_PREFIX): array for name, array in tensors.items()}
+    if config["model_type"] == "albert":
+        architecture, prefix = albert.detect_architecture(tensors), ALBERT_PREFIX
+    else:
+        architecture, prefix = detect_architecture(config, tensors), ENCODER_PREFIX
+    if architecture.endswith("Model"):  # some base-model checkpoints keep the task models' prefix
+        tensors = {name.removeprefix(prefix): array for name, array in tensors.items()}
     return config, tensors, architecture
 
 
@@ -121,7 +129,7 @@ def fill_params(params: dict, model: ModelConfig, tensors: dict, architecture: s
     rows = rows_for(model, architecture)
     expected = {hf for _, hf, _ in rows}
     missing = sorted(expected - tensors.keys())
-    unexpected = sorted(n for n in tensors.keys() - expected if not n.endswith(IGNORED) and n != TIED_DECODER)
+    unexpected = sorted(n for n in tensors.keys() - expected if not n.endswith(IGNORED) and n not in TIED)
     mismatched = []
     for ours, hf, layout in rows:
         if hf in tensors:
@@ -133,10 +141,10 @@ def fill_params(params: dict, model: ModelConfig, tensors: dict, architecture: s
     problems = [p for p in problems if p]
     if problems:
         raise HFImportError(f"import: {folder} does not fit an {architecture} of its config.json: " + "; ".join(problems))
-    if TIED_DECODER in tensors and not np.array_equal(tensors[TIED_DECODER],
-                                                      tensors[ENCODER_PREFIX + "embeddings.word_embeddings.weight"]):
-        raise HFImportError(f"import: {folder}: {TIED_DECODER} differs from the word embeddings "
-                           f"(an untied generator output layer is not supported)")
+    untied = [f"{name} differs from {source}" for name, source in TIED.items()
+              if name in tensors and source in tensors and not np.array_equal(tensors[name], tensors[source])]
+    if untied:
+        raise HFImportError(f"import: {folder}: {'; '.join(untied)} (an untied output layer is not supported)")
     for ours, hf, layout in rows:
         set_path(params, ours, convert(tensors[hf], layout).astype(np.float32))
 
@@ -199,6 +207,10 @@ def import_hf(source: str | Path, out_dir: str | Path, generator: str | Path | N
 
     out_dir = Path(out_dir)
     refuse_nonempty(out_dir, "import")
+    if albert.is_albert_folder(Path(source)):
+        if generator:
+            raise HFImportError("import: --generator pairs an ELECTRA generator; an ALBERT is one model")
+        return import_albert(Path(source), out_dir, base_config, log)
     first_folder, generator_folder, tokenizer_folder = model_folders(Path(source), Path(generator) if generator else None)
     by_tower = {}  # tower -> (folder, config.json, tensors, architecture)
     for folder in (f for f in (first_folder, generator_folder) if f is not None):
@@ -244,3 +256,43 @@ def import_hf(source: str | Path, out_dir: str | Path, generator: str | Path | N
     log(f"wrote {out_dir} (continue with: electra-jax pretrain --config {out_dir}/config.yaml --run-dir {out_dir})")
     return out_dir
 
+
+
+def import_albert(folder: Path, out_dir: Path, base_config: str | Path | None, log=print) -> Path:
+    """AlbertForPreTraining / AlbertForMaskedLM / AlbertModel -> a run directory; heads the file lacks keep
+    their initialisation (and are named)."""
+    import jax
+    import jax.numpy as jnp
+
+    from electra_jax.checkpoint import Checkpointer
+    from electra_jax.data.spm import save_sentencepiece
+    from electra_jax.train import single_device_state
+
+    hf_config, tensors, architecture = read_model_folder(folder)
+    if not (folder / "spiece.model").is_file():
+        raise HFImportError(f"import: {folder} has no spiece.model (ALBERT's SentencePiece tokenizer)")
+    config = load_config(base_config)
+    model = albert.model_config_from_hf(hf_config, config.model)
+    lowercase, strip_accents = albert.tokenizer_settings(folder)
+    config = dataclasses.replace(config, model=model, data=dataclasses.replace(
+        config.data, vocab_size=model.vocab_size, lowercase=lowercase, strip_accents=strip_accents, tokenizer="",
+        seq_len=min(config.data.seq_len, model.max_position_embeddings)))
+    validate(config)
+    _, make_state = single_device_state(config)
+    state = jax.jit(make_state)(jax.random.key(config.train.seed))
+    params = jax.tree.map(np.asarray, state.params)
+    fill_params(params, model, tensors, architecture, folder)
+    log(f"imported {architecture} from {folder}")
+    fresh = albert.fresh_rows(model, architecture)
+    if fresh:
+        log(f"freshly initialised (not in an {architecture}): {', '.join(fresh)}")
+    state = state.replace(params=jax.tree.map(jnp.asarray, params))
+    with staged_folder(out_dir, "import") as staging:
+        save_config(config, staging / "config.yaml")
+        save_sentencepiece((folder / "spiece.model").read_bytes(), staging / "tokenizer", lowercase=lowercase,
+                           strip_accents=strip_accents)
+        checkpointer = Checkpointer(staging / "checkpoints", dataclasses.replace(config.checkpoint, async_save=False))
+        checkpointer.save(0, state)  # no data position: pretraining starts its data from the beginning
+        checkpointer.close()
+    log(f"wrote {out_dir} (continue with: electra-jax pretrain --config {out_dir}/config.yaml --run-dir {out_dir})")
+    return out_dir

@@ -86,6 +86,8 @@ def tower_sizes(model: ModelConfig, tower: str) -> tuple[int, int, int]:
 
 def rows_for(model: ModelConfig, architecture: str) -> list[tuple[str, str, str]]:
     """(our path, full HF name, layout) for every tensor of `architecture` under `model`."""
+    if architecture.startswith("Albert"):
+        return albert_rows(model, architecture)
     tower, head = ARCHITECTURES[architecture]
     body_prefix = "" if architecture == "ElectraModel" else ENCODER_PREFIX
     body = list(EMBEDDINGS)
@@ -157,3 +159,7 @@ def albert_rows(model: ModelConfig, architecture: str) -> list[tuple[str, str, s
               for g in range(model.num_hidden_groups) for i in range(model.inner_group_num) for row in ALBERT_LAYER]
     body = [*EMBEDDINGS, *ALBERT_MAPPING_IN, *layers, *pooler]
     return [(r.ours, prefix + r.hf, r.layout) for r in body] + [(r.ours, r.hf, r.layout) for r in head]
+
+
+# Tensors a file may store beside what they are tied to (HF re-ties them on load): name -> the source.
+TIED = {TIED_DECODER: ENCODER_PREFIX + "embeddings.word_embeddings.weight", **ALBERT_TIED}
