@@ -55,6 +55,17 @@ def _inputs(seed=0):
     return ids, segments, attention
 
 
+def _both_outputs(hf, model, params, seed):
+    """(HF outputs, our MLM logits at every position and SOP logits, the mask of real tokens)."""
+    ids, segments, attention = _inputs(seed)
+    with torch.no_grad():
+        out = hf(torch.from_numpy(ids), attention_mask=torch.from_numpy(attention),
+                 token_type_ids=torch.from_numpy(segments))
+    positions = np.tile(np.arange(ids.shape[1]), (ids.shape[0], 1))
+    ours = model.apply({"params": params}, ids, segments, attention, positions)
+    return out, tuple(np.asarray(x) for x in ours), attention.astype(bool)
+
+
 @pytest.mark.parametrize("groups,inner,embedding", [(1, 1, 16), (2, 2, 16), (4, 1, 32)])
 def test_pretraining_logits_match_hf(groups, inner, embedding):
     config, hf_config = _configs(groups, inner, embedding)
@@ -65,15 +76,9 @@ def test_pretraining_logits_match_hf(groups, inner, embedding):
     # The table names every HF tensor once, apart from the decoder tied to the embeddings and the bias.
     assert {hf_name for _, hf_name, _ in rows} | set(ALBERT_TIED) == set(state_dict)
     assert len({ours for ours, _, _ in rows}) == len(jax.tree.leaves(params))
-    ids, segments, attention = _inputs()
-    with torch.no_grad():
-        out = hf(torch.from_numpy(ids), attention_mask=torch.from_numpy(attention),
-                 token_type_ids=torch.from_numpy(segments))
-    positions = np.tile(np.arange(24), (3, 1))
-    mlm, sop = model.apply({"params": params}, ids, segments, attention, positions)
-    real = attention.astype(bool)
-    np.testing.assert_allclose(np.asarray(mlm)[real], out.prediction_logits.numpy()[real], atol=1e-4, rtol=1e-4)
-    np.testing.assert_allclose(np.asarray(sop), out.sop_logits.numpy(), atol=1e-4, rtol=1e-4)
+    out, (mlm, sop), real = _both_outputs(hf, model, params, seed=0)
+    np.testing.assert_allclose(mlm[real], out.prediction_logits.numpy()[real], atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(sop, out.sop_logits.numpy(), atol=1e-4, rtol=1e-4)
 
 
 def test_masked_lm_logits_match_hf():
@@ -83,11 +88,5 @@ def test_masked_lm_logits_match_hf():
     state_dict = {name: tensor.detach().numpy() for name, tensor in hf.state_dict().items()}
     model, params, rows = _our_params(config, state_dict, "AlbertForMaskedLM")
     assert {hf_name for _, hf_name, _ in rows} | set(ALBERT_TIED) == set(state_dict)
-    ids, segments, attention = _inputs(1)
-    with torch.no_grad():
-        out = hf(torch.from_numpy(ids), attention_mask=torch.from_numpy(attention),
-                 token_type_ids=torch.from_numpy(segments))
-    positions = np.tile(np.arange(24), (3, 1))
-    mlm, _ = model.apply({"params": params}, ids, segments, attention, positions)
-    real = attention.astype(bool)
-    np.testing.assert_allclose(np.asarray(mlm)[real], out.logits.numpy()[real], atol=1e-4, rtol=1e-4)
+    out, (mlm, _), real = _both_outputs(hf, model, params, seed=1)
+    np.testing.assert_allclose(mlm[real], out.logits.numpy()[real], atol=1e-4, rtol=1e-4)

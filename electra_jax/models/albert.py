@@ -13,8 +13,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from electra_jax.config import ModelConfig
-from electra_jax.models.layers import (ACTIVATIONS, Dropout, Embeddings, LayerNorm, TransformerBlock, add_bias,
-                                       attention_bias, dense, zeros_init)
+from electra_jax.models.layers import (ACTIVATIONS, Dropout, LayerNorm, TransformerBlock, add_bias, attention_bias,
+                                       dense, embeddings_for, zeros_init)
 
 ACTIVATION = "gelu_new"  # ALBERT's hidden_act
 
@@ -25,8 +25,7 @@ class Albert(nn.Module):
     def setup(self):
         c = self.config
         dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        self.embeddings = Embeddings(c.vocab_size, c.embedding_size, c.max_position_embeddings, c.type_vocab_size,
-                                     c.initializer_range, c.layer_norm_eps, c.dropout_rate, dtype, param_dtype)
+        self.embeddings = embeddings_for(c)
         self.embedding_hidden_mapping_in = dense(c.hidden_size, ("embed", "mlp"), c.initializer_range, dtype,
                                                  param_dtype, "embedding_hidden_mapping_in")
         block = nn.remat(TransformerBlock, static_argnums=(3,)) if c.remat else TransformerBlock

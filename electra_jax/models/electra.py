@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from electra_jax.config import ModelConfig
-from electra_jax.models.layers import ACTIVATIONS, Embeddings, Encoder, LayerNorm, add_bias, dense, zeros_init
+from electra_jax.models.layers import ACTIVATIONS, Encoder, LayerNorm, add_bias, dense, embeddings_for, zeros_init
 
 
 class Tower(nn.Module):
@@ -39,8 +39,7 @@ class Electra(nn.Module):
     def setup(self):
         c = self.config
         dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        self.embeddings = Embeddings(c.vocab_size, c.embedding_size, c.max_position_embeddings, c.type_vocab_size,
-                                     c.initializer_range, c.layer_norm_eps, c.dropout_rate, dtype, param_dtype)
+        self.embeddings = embeddings_for(c)
         self.generator = Tower(c, c.generator_hidden_size, c.generator_num_heads, c.generator_intermediate_size)
         self.discriminator = Tower(c, c.hidden_size, c.num_heads, c.intermediate_size)
         # Generator head: dense(hidden -> embedding) -> gelu -> LayerNorm -> tied decoder + own bias.

@@ -158,6 +158,13 @@ class Embeddings(nn.Module):
         return self.word_embeddings.attend(x_BxPxE)
 
 
+def embeddings_for(config) -> Embeddings:
+    """The embedding module of a model config (any `ModelConfig`)."""
+    return Embeddings(config.vocab_size, config.embedding_size, config.max_position_embeddings,
+                      config.type_vocab_size, config.initializer_range, config.layer_norm_eps, config.dropout_rate,
+                      jnp.dtype(config.dtype), jnp.dtype(config.param_dtype))
+
+
 class SelfAttention(nn.Module):
     hidden_size: int
     num_heads: int
