@@ -1,7 +1,8 @@
-"""ELECTRA pretraining: data -> sharded state -> jitted step -> metrics and checkpoints.
+"""ELECTRA and ALBERT pretraining: data -> sharded state -> jitted step -> metrics and checkpoints.
 
-Reads top to bottom: `prepare_data` (packed ArrayRecord shards), `build_model`, `state_shardings` (abstract, sharded), `make_train_step`
-(masking, generator sampling and both losses inside one jit), and `pretrain`, the loop.
+Reads top to bottom: `prepare_data` (packed ArrayRecord shards), `build_model`, `state_shardings` (abstract,
+sharded), `make_train_step` (the objective of `steps.py`, accumulation and the update inside one jit), and
+`pretrain`, the loop.
 """
 from __future__ import annotations
 
@@ -23,15 +24,15 @@ from electra_jax.config import Config, ConfigError, MeshConfig, save_config, val
 from electra_jax.data.default_corpus import write_default_corpus
 from electra_jax.data.loader import PretrainingData, batch_hash
 from electra_jax.data.prepare import METADATA, PackOptions, prepare, read_metadata
-from electra_jax.data.text_tokenizer import SpecialIds, copy_tokenizer, load_text_tokenizer
 from electra_jax.data.sources import SkipReport, parse_source, read_documents
+from electra_jax.data.text_tokenizer import SpecialIds, copy_tokenizer, load_text_tokenizer
 from electra_jax.data.tokenizer import save_tokenizer, train_wordpiece
 from electra_jax.mesh import batch_sharding, logical_rules, make_mesh, replicated
 from electra_jax.metrics import MetricWriter, plot_metrics
 from electra_jax.models.albert import Albert
 from electra_jax.models.electra import Electra
-from electra_jax.steps import AlbertObjective, ElectraObjective
 from electra_jax.optim import make_optimizer, make_schedule
+from electra_jax.steps import AlbertObjective, ElectraObjective
 
 
 # What the progress bar and the closing line show, per architecture: (label, metric).
