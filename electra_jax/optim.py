@@ -49,3 +49,30 @@ def make_optimizer(config: OptimizerConfig, schedule: optax.Schedule) -> optax.G
     if config.clip_norm > 0:
         return optax.chain(optax.clip_by_global_norm(config.clip_norm), optimizer)
     return optimizer
+
+
+EMBEDDING_NAMES = ("embeddings", "embeddings_project", "embedding_hidden_mapping_in")
+
+
+def layerwise_multipliers(params, num_layers: int, decay: float):
+    """Learning-rate multipliers for fine-tuning: the task head 1, the top encoder layer `decay`, the one
+    below decay^2, ..., layer_i decay^(L - i), the embeddings decay^(L + 1). (google-research/electra's code
+    gives the top layer decay^2, an off-by-one left from a removed pooler, its issue #51.)"""
+    def multiplier(path, _):
+        names = [p.key for p in path if isinstance(p, jax.tree_util.DictKey)]
+        for name in names:
+            if name.startswith("layer_") and name[6:].isdigit():
+                return decay ** (num_layers - int(name[6:]))
+            if name in EMBEDDING_NAMES:
+                return decay ** (num_layers + 1)
+        return 1.0
+    return jax.tree_util.tree_map_with_path(multiplier, params)
+
+
+def scale_by_multipliers(multipliers) -> optax.GradientTransformation:
+    """Multiplies each update by its parameter's multiplier: with AdamW's decoupled weight decay (scaled by the
+    learning rate too) this is exactly a per-parameter learning rate."""
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u, m: u * m, updates, multipliers), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)

@@ -1,0 +1,102 @@
+"""Fine-tuning building blocks: readers with one-line errors, IOB2 repair, seqeval-equal entity F1, and the
+layerwise learning-rate multipliers."""
+import random
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from electra_jax.finetune.data import (FinetuneDataError, check_labels, read_columns, read_conllu, read_sentences,
+                                       repair_iob2)
+from electra_jax.finetune.metrics import classification_scores, entity_scores, token_accuracy
+from electra_jax.optim import layerwise_multipliers, scale_by_multipliers
+
+
+def test_entity_f1_equals_seqeval_strict_iob2():
+    seqeval = pytest.importorskip("seqeval.metrics")
+    from seqeval.scheme import IOB2
+    rng = random.Random(0)
+    tags = ["O", "O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-LOCderiv"]
+    for _ in range(400):  # random sequences, invalid ones (stray I-X) included
+        gold = [[rng.choice(tags) for _ in range(rng.randint(1, 15))] for _ in range(rng.randint(1, 6))]
+        predicted = [[rng.choice(tags) for _ in sentence] for sentence in gold]
+        ours = entity_scores(gold, predicted)
+        assert ours["f1"] == pytest.approx(seqeval.f1_score(gold, predicted, mode="strict", scheme=IOB2,
+                                                            zero_division=0), abs=1e-12)
+        report = seqeval.classification_report(gold, predicted, mode="strict", scheme=IOB2, output_dict=True,
+                                               zero_division=0)
+        for kind, scores in ours["per_type"].items():
+            if scores["support"]:
+                assert scores["f1"] == pytest.approx(report[kind]["f1-score"], abs=1e-12)
+                assert scores["support"] == report[kind]["support"]
+
+
+def test_other_metrics():
+    assert token_accuracy([["A", "B"], ["C"]], [["A", "X"], ["C"]]) == pytest.approx(2 / 3)
+    scores = classification_scores(["a", "a", "b", "b"], ["a", "b", "b", "b"])
+    assert scores["accuracy"] == 0.75 and scores["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+
+
+def test_readers_and_repair(tmp_path, shared_data):
+    news = read_columns(shared_data / "danplus_ner" / "da_news_dev.tsv")
+    assert len(news) == 564 and news[0].line == 1
+    repaired = [repair_iob2(s.tags) for s in read_columns(shared_data / "danplus_ner" / "da_news_train.tsv")]
+    assert sum(count for _, count in repaired) > 0  # the stray I- tags the data README mentions
+    assert all(not (a == "O" and b.startswith("I-")) for tags, _ in repaired for a, b in zip(["O", *tags], tags))
+    ud = read_conllu(shared_data / "ud_pos" / "UD_Danish-DDT" / "da_ddt-ud-dev.conllu")
+    assert len(ud) == 564 and ud[0].tokens == ["Hvor", "kommer", "julemanden", "fra", "?"]
+    assert ud[0].tags == ["ADV", "VERB", "NOUN", "ADP", "PUNCT"]
+    assert repair_iob2(["O", "I-PER", "I-PER", "I-LOC", "B-ORG", "I-ORG"]) == (
+        ["O", "B-PER", "I-PER", "B-LOC", "B-ORG", "I-ORG"], 2)
+
+
+def test_bad_input_is_one_line_with_file_and_line(tmp_path):
+    cases = [("bad.tsv", "Åse\tB-PER\nbor\n", "bad.tsv:2: 1 column(s), no tag column 1"),
+             ("empty.tsv", "\n\n", "empty.tsv: no examples"),
+             ("bad.conllu", "1\tHvor\thvor\tADV\n", "bad.conllu:1: CoNLL-U lines have 10"),
+             ("bad.jsonl", '{"text": "a", "label": "x"}\n{"text": \n', "bad.jsonl:2: not JSON"),
+             ("rows.csv", "text,label\nhej,pos\nhallo,\n", "rows.csv:3: no value for label")]
+    for name, content, message in cases:
+        path = tmp_path / name
+        path.write_text(content, encoding="utf-8")
+        reader = read_conllu if name.endswith(".conllu") else (
+            read_sentences if name.endswith((".jsonl", ".csv")) else read_columns)
+        with pytest.raises(FinetuneDataError) as error:
+            reader(path)
+        assert message in str(error.value) and "\n" not in str(error.value)
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("Åse\tB-PER\n\nNetto\tB-SHOP\n", encoding="utf-8")
+    with pytest.raises(FinetuneDataError, match=r"dev.tsv:3: label\(s\) B-SHOP never occur in the training data"):
+        check_labels(read_columns(dev), {"O", "B-PER", "I-PER"}, dev)
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("premise\thypothesis\tlabel\nEn hund løber.\tEt dyr bevæger sig.\tentailment\n", encoding="utf-8")
+    example = read_sentences(pairs, "premise", "hypothesis")[0]
+    assert (example.text, example.pair, example.label, example.line) == ("En hund løber.", "Et dyr bevæger sig.",
+                                                                         "entailment", 2)
+
+
+def test_layerwise_multipliers_are_exact():
+    params = {"embeddings": {"word_embeddings": {"embedding": jnp.ones((4, 2))}},
+              "encoder": {f"layer_{i}": {"output": {"kernel": jnp.ones((2, 2))}} for i in range(3)},
+              "classifier": {"kernel": jnp.ones((2, 3))}}
+    multipliers = layerwise_multipliers(params, num_layers=3, decay=0.8)
+    assert multipliers["classifier"]["kernel"] == 1.0
+    assert [multipliers["encoder"][f"layer_{i}"]["output"]["kernel"] for i in (2, 1, 0)] == pytest.approx(
+        [0.8, 0.64, 0.512])
+    assert multipliers["embeddings"]["word_embeddings"]["embedding"] == pytest.approx(0.8 ** 4)
+    # In the optimizer: one step with the multipliers equals AdamW with each learning rate scaled.
+    grads = jax.tree.map(lambda x: x * 0.3, params)
+    scaled = optax.chain(optax.adamw(1e-2, weight_decay=0.01), scale_by_multipliers(multipliers))
+    updates, _ = scaled.update(grads, scaled.init(params), params)
+    for (path, value), m in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(multipliers)):
+        single = optax.adamw(1e-2 * m, weight_decay=0.01)
+        expected, _ = single.update(value * 0.3, single.init(value), value)
+        np.testing.assert_allclose(_get(updates, path), expected, rtol=1e-6)
+
+
+def _get(tree, path):
+    for key in path:
+        tree = tree[key.key]
+    return tree
