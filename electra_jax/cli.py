@@ -50,6 +50,15 @@ def _prepare(args) -> int:
     return 0
 
 
+def _finetune(args) -> int:
+    from electra_jax.finetune.train import FinetuneOptions, finetune
+    options = FinetuneOptions(task=args.task, seeds=args.seeds, epochs=args.epochs, learning_rate=args.learning_rate,
+                              batch_size=args.batch_size, layerwise_decay=args.layerwise_decay,
+                              seq_len=args.seq_len, tag_column=args.tag_column, random_init=args.random_init)
+    finetune(args.train, args.dev, args.init, args.out, test=args.test, options=options)
+    return 0
+
+
 def _add_source_options(parser) -> None:
     parser.add_argument("--input", nargs="+", required=True, metavar="SOURCE",
                         help="text files or globs (.gz too; one paragraph per line, blank lines between "
@@ -140,6 +149,25 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--examples-per-shard", type=int, default=10_000)
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
     prep.set_defaults(run=_prepare)
+    fine = commands.add_parser("finetune", help="fine-tune for NER or POS tagging; writes results and the best "
+                                                "model as an HF ElectraForTokenClassification")
+    fine.add_argument("--task", choices=("ner", "pos"), required=True)
+    fine.add_argument("--train", required=True, help="CoNLL-style columns (token, tags; tab or space) or CoNLL-U")
+    fine.add_argument("--dev", required=True)
+    fine.add_argument("--test")
+    fine.add_argument("--init", required=True, help="a pretraining run directory or a Hugging Face ELECTRA folder")
+    fine.add_argument("--out", required=True, help="a new (or empty) folder: results.json, results.md, hf/")
+    fine.add_argument("--seeds", type=int, default=1)
+    fine.add_argument("--epochs", type=int, default=3)
+    fine.add_argument("--learning-rate", type=float, default=1e-4)
+    fine.add_argument("--batch-size", type=int, default=32)
+    fine.add_argument("--layerwise-decay", type=float, default=0.8, help="head lr, top layer lr*d, ... "
+                                                                          "embeddings lr*d^(layers+1)")
+    fine.add_argument("--seq-len", type=int, default=128, help="longer sentences are split into several windows")
+    fine.add_argument("--tag-column", type=int, default=1, help="0-based column of the tag in CoNLL-style files")
+    fine.add_argument("--random-init", action="store_true", help="the --init model's architecture and tokenizer "
+                                                                 "with fresh parameters (a baseline)")
+    fine.set_defaults(run=_finetune)
     return parser
 
 

@@ -1,0 +1,65 @@
+"""Tagged sentences -> fixed-length windows with first-subword labels, and predictions back to words.
+
+Each word is tokenized on its own; its first subword carries the word's label, the others are ignored
+(-1). A sentence longer than a window is cut, at word starts, into several windows: no word is dropped.
+A word the tokenizer turns into nothing (e.g. only control characters) gets no prediction and is
+counted; it is scored as "O".
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+IGNORE = -1
+
+
+@dataclasses.dataclass
+class Windows:
+    input_ids: np.ndarray  # N x L
+    labels: np.ndarray  # N x L, IGNORE where no word starts
+    sentence: np.ndarray  # N: which sentence each window belongs to
+    word: np.ndarray  # N x L: index of the word whose first subword sits there, else -1
+    unrepresented_words: int
+
+
+def encode_sentences(sentences, tokenizer, label_ids: dict[str, int], seq_len: int) -> Windows:
+    specials = tokenizer.specials
+    words = [word for sentence in sentences for word in sentence.tokens]
+    pieces = iter(tokenizer.encode_lines(words))
+    rows, labels, owners, word_rows, unrepresented = [], [], [], [], 0
+    room = seq_len - 2
+    for index, sentence in enumerate(sentences):
+        ids, tags, word_at = [], [], []
+        for position, (tag, subwords) in enumerate(zip(sentence.tags, (next(pieces) for _ in sentence.tokens))):
+            if not subwords:
+                unrepresented += 1
+                continue
+            subwords = subwords[:room]  # a single word longer than a window keeps its first `room` pieces
+            if len(ids) + len(subwords) > room:  # start a new window at this word
+                _emit(rows, labels, word_rows, owners, ids, tags, word_at, index, specials, seq_len)
+                ids, tags, word_at = [], [], []
+            ids += subwords
+            tags += [label_ids[tag]] + [IGNORE] * (len(subwords) - 1)
+            word_at += [position] + [-1] * (len(subwords) - 1)
+        if ids or not owners or owners[-1] != index:
+            _emit(rows, labels, word_rows, owners, ids, tags, word_at, index, specials, seq_len)
+    return Windows(np.asarray(rows, np.int32), np.asarray(labels, np.int32), np.asarray(owners, np.int32),
+                   np.asarray(word_rows, np.int32), unrepresented)
+
+
+def _emit(rows, labels, word_rows, owners, ids, tags, word_at, index, specials, seq_len):
+    pad = seq_len - len(ids) - 2
+    rows.append([specials.cls, *ids, specials.sep] + [specials.pad] * pad)
+    labels.append([IGNORE, *tags, IGNORE] + [IGNORE] * pad)
+    word_rows.append([-1, *word_at, -1] + [-1] * pad)
+    owners.append(index)
+
+
+def words_from_windows(windows: Windows, predictions_NxL: np.ndarray, sentences, labels: list[str]) -> list[list[str]]:
+    """Per sentence, the predicted label of every word ("O" for words without a subword)."""
+    predicted = [["O"] * len(sentence.tokens) for sentence in sentences]
+    rows, positions = np.nonzero(windows.word >= 0)
+    for row, position in zip(rows, positions):
+        predicted[windows.sentence[row]][windows.word[row, position]] = labels[predictions_NxL[row, position]]
+    return predicted
