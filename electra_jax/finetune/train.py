@@ -10,6 +10,7 @@ import statistics
 import time
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -107,13 +108,17 @@ def finetune(train: str, dev: str, init: str, out_dir: str | Path, test: str | N
         + (f"; stray I- tags repaired: {repaired}" if options.task == "ner" else ""))
     model = TokenClassifier(dataclasses.replace(config.model, max_position_embeddings=max(
         config.model.max_position_embeddings, options.seq_len)), len(labels))
+    pad = tokenizer.specials.pad
+    predict = jax.jit(lambda p, ids: model.apply({"params": p}, ids, jnp.zeros_like(ids),
+                                                 (ids != pad).astype(jnp.int32)).argmax(-1))
     runs = []
     for seed in range(options.seeds):
         start = time.perf_counter()
-        params, dev_scores, epoch = _train_one(model, pretrained, windows, splits, labels, options, seed, log)
+        params, dev_scores, epoch = _train_one(model, pretrained, windows, splits, labels, options, seed, pad,
+                                               predict, log)
         result = {"seed": seed, "best_epoch": epoch, "dev": dev_scores, "seconds": time.perf_counter() - start}
         if "test" in windows:
-            result["test"] = _evaluate(model, params, windows["test"], splits["test"][0], labels, options)
+            result["test"] = _evaluate(predict, params, windows["test"], splits["test"][0], labels, options)
         runs.append((result, params))
         log(f"seed {seed}: dev {_main_metric(options.task)} {dev_scores[_main_metric(options.task)]:.4f}"
             + (f", test {result['test'][_main_metric(options.task)]:.4f}" if "test" in result else "")
@@ -129,14 +134,14 @@ def finetune(train: str, dev: str, init: str, out_dir: str | Path, test: str | N
     return summary
 
 
-def _train_one(model, pretrained, windows, splits, labels, options: FinetuneOptions, seed: int, log):
+def _train_one(model, pretrained, windows, splits, labels, options: FinetuneOptions, seed: int, pad: int, predict,
+               log):
     c = model.config
     train = windows["train"]
     steps_per_epoch = max(1, len(train.input_ids) // options.batch_size)
     total = steps_per_epoch * options.epochs
     ids = jnp.zeros((1, options.seq_len), jnp.int32)
-    params = jax.tree.map(np.asarray, model.init(jax.random.key(seed), ids, ids, ids)["params"])
-    params = __import__("flax").linen.unbox(params)
+    params = jax.tree.map(np.asarray, nn.unbox(model.init(jax.random.key(seed), ids, ids, ids)["params"]))
     if not options.random_init:
         params = {**params, **{name: pretrained[name] for name in BODY}}
     schedule = make_schedule(ScheduleConfig(kind="linear", warmup_steps=int(options.warmup_fraction * total)),
@@ -146,7 +151,6 @@ def _train_one(model, pretrained, windows, splits, labels, options: FinetuneOpti
                      scale_by_multipliers(layerwise_multipliers(params, c.num_layers, options.layerwise_decay)))
     params = jax.tree.map(jnp.asarray, params)
     opt_state = tx.init(params)
-    pad = 0
 
     @jax.jit
     def step(params, opt_state, batch, rng):
@@ -170,7 +174,7 @@ def _train_one(model, pretrained, windows, splits, labels, options: FinetuneOpti
             batch = {"input_ids": train.input_ids[rows], "labels": train.labels[rows]}
             params, opt_state, loss = step(params, opt_state, batch,
                                            jax.random.fold_in(jax.random.key(seed), epoch * 100_000 + i))
-        dev_scores = _evaluate(model, params, windows["dev"], splits["dev"][0], labels, options)
+        dev_scores = _evaluate(predict, params, windows["dev"], splits["dev"][0], labels, options)
         metric = dev_scores[_main_metric(options.task)]
         log(f"  seed {seed} epoch {epoch}: loss {float(loss):.4f}, dev {_main_metric(options.task)} {metric:.4f}")
         if metric > best[2]:
@@ -178,15 +182,11 @@ def _train_one(model, pretrained, windows, splits, labels, options: FinetuneOpti
     return best[0], best[1], best[3]
 
 
-def predict(model, params, windows, batch_size: int = 64) -> np.ndarray:
-    apply = jax.jit(lambda p, ids: model.apply({"params": p}, ids, jnp.zeros_like(ids),
-                                               (ids != 0).astype(jnp.int32)).argmax(-1))
-    return np.concatenate([np.asarray(apply(params, windows.input_ids[i:i + batch_size]))
-                           for i in range(0, len(windows.input_ids), batch_size)])
-
-
-def _evaluate(model, params, windows, sentences, labels, options) -> dict:
-    predicted = words_from_windows(windows, predict(model, params, windows), sentences, labels)
+def _evaluate(predict, params, windows, sentences, labels, options, batch_size: int = 64) -> dict:
+    """`predict(params, ids) -> label ids` over all windows, scored on the words."""
+    predictions = np.concatenate([np.asarray(predict(params, windows.input_ids[i:i + batch_size]))
+                                  for i in range(0, len(windows.input_ids), batch_size)])
+    predicted = words_from_windows(windows, predictions, sentences, labels)
     return _score(options.task, [s.tags for s in sentences], predicted)
 
 
