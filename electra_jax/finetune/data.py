@@ -20,10 +20,8 @@ class TaggedSentence:
     line: int = 0  # of the first token, for messages
 
 
-def read_columns(path: str | Path, column: int = 1) -> list[TaggedSentence]:
-    """Token in the first column, the tag in `column` (0-based), tab or space separated; blank lines end
-    sentences; `-DOCSTART-` lines and `#` comments are skipped."""
-    path = Path(path)
+def _tagged_sentences(path: Path, word) -> list[TaggedSentence]:
+    """Blank lines end sentences; `word(number, line, stripped)` gives (token, tag), or None to skip the line."""
     sentences, tokens, tags, first = [], [], [], 0
     for number, line in _lines(path):
         stripped = line.strip()
@@ -32,9 +30,25 @@ def read_columns(path: str | Path, column: int = 1) -> list[TaggedSentence]:
                 sentences.append(TaggedSentence(tokens, tags, first))
                 tokens, tags = [], []
             continue
-        if stripped.startswith("-DOCSTART-") or (stripped.startswith("# ") and "\t" not in stripped):
-            continue  # document markers and "# id = ..." comments (a hashtag token has no space after #)
+        pair = word(number, line, stripped)
+        if pair is None:
+            continue
         first = first if tokens else number
+        tokens.append(pair[0])
+        tags.append(pair[1])
+    if tokens:
+        sentences.append(TaggedSentence(tokens, tags, first))
+    return _nonempty(sentences, path)
+
+
+def read_columns(path: str | Path, column: int = 1) -> list[TaggedSentence]:
+    """Token in the first column, the tag in `column` (0-based), tab or space separated; blank lines end
+    sentences; `-DOCSTART-` lines and `# ...` comments are skipped."""
+    path = Path(path)
+
+    def word(number, line, stripped):
+        if stripped.startswith("-DOCSTART-") or (stripped.startswith("# ") and "\t" not in stripped):
+            return None  # document markers and "# id = ..." comments (a hashtag token has no space after #)
         fields = line.rstrip("\n").split("\t") if "\t" in line else stripped.split()
         if len(fields) <= column:
             raise FinetuneDataError(f"{path}:{number}: {len(fields)} column(s), no tag column {column} "
@@ -42,38 +56,25 @@ def read_columns(path: str | Path, column: int = 1) -> list[TaggedSentence]:
         token, tag = fields[0].strip(), fields[column].strip()
         if not token or not tag:
             raise FinetuneDataError(f"{path}:{number}: empty token or tag: {stripped[:60]!r}")
-        tokens.append(token)
-        tags.append(tag)
-    if tokens:
-        sentences.append(TaggedSentence(tokens, tags, first))
-    return _nonempty(sentences, path)
+        return token, tag
+    return _tagged_sentences(path, word)
 
 
 def read_conllu(path: str | Path) -> list[TaggedSentence]:
     """FORM and UPOS of each word; multi-word token ranges (1-2) and empty nodes (1.1) are skipped."""
     path = Path(path)
-    sentences, tokens, tags, first = [], [], [], 0
-    for number, line in _lines(path):
-        stripped = line.strip()
-        if not stripped:
-            if tokens:
-                sentences.append(TaggedSentence(tokens, tags, first))
-                tokens, tags = [], []
-            continue
+
+    def word(number, line, stripped):
         if stripped.startswith("#"):
-            continue
-        first = first if tokens else number
+            return None
         fields = line.rstrip("\n").split("\t")
         if len(fields) != 10:
             raise FinetuneDataError(f"{path}:{number}: CoNLL-U lines have 10 tab-separated fields, this has "
                                     f"{len(fields)}: {stripped[:60]!r}")
         if "-" in fields[0] or "." in fields[0]:
-            continue
-        tokens.append(fields[1])
-        tags.append(fields[3])
-    if tokens:
-        sentences.append(TaggedSentence(tokens, tags, first))
-    return _nonempty(sentences, path)
+            return None
+        return fields[1], fields[3]
+    return _tagged_sentences(path, word)
 
 
 def repair_iob2(tags: list[str]) -> tuple[list[str], int]:
