@@ -54,7 +54,8 @@ def _finetune(args) -> int:
     from electra_jax.finetune.train import FinetuneOptions, finetune
     options = FinetuneOptions(task=args.task, seeds=args.seeds, epochs=args.epochs, learning_rate=args.learning_rate,
                               batch_size=args.batch_size, layerwise_decay=args.layerwise_decay,
-                              seq_len=args.seq_len, tag_column=args.tag_column, random_init=args.random_init)
+                              seq_len=args.seq_len, tag_column=args.tag_column, text_field=args.text_field,
+                              pair_field=args.pair_field, label_field=args.label_field, random_init=args.random_init)
     finetune(args.train, args.dev, args.init, args.out, test=args.test, options=options)
     return 0
 
@@ -149,13 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--examples-per-shard", type=int, default=10_000)
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
     prep.set_defaults(run=_prepare)
-    fine = commands.add_parser("finetune", help="fine-tune for NER or POS tagging; writes results and the best "
-                                                "model as an HF ElectraForTokenClassification")
-    fine.add_argument("--task", choices=("ner", "pos"), required=True)
-    fine.add_argument("--train", required=True, help="CoNLL-style columns (token, tags; tab or space) or CoNLL-U")
+    fine = commands.add_parser("finetune", help="fine-tune for NER, POS tagging or sentence (pair) classification; "
+                                                "writes results and the best model as an HF …ForTokenClassification "
+                                                "or …ForSequenceClassification")
+    fine.add_argument("--task", choices=("ner", "pos", "classify"), required=True)
+    fine.add_argument("--train", required=True, help="ner/pos: CoNLL-style columns (token, tags; tab or space) or "
+                                                     "CoNLL-U; classify: CSV, TSV (with a header row) or JSONL")
     fine.add_argument("--dev", required=True)
     fine.add_argument("--test")
-    fine.add_argument("--init", required=True, help="a pretraining run directory or a Hugging Face ELECTRA folder")
+    fine.add_argument("--init", required=True, help="a pretraining run directory or a Hugging Face ELECTRA or "
+                                                           "ALBERT folder")
     fine.add_argument("--out", required=True, help="a new (or empty) folder: results.json, results.md, hf/")
     fine.add_argument("--seeds", type=int, default=1)
     fine.add_argument("--epochs", type=int, default=3)
@@ -165,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                           "embeddings lr*d^(layers+1)")
     fine.add_argument("--seq-len", type=int, default=128, help="longer sentences are split into several windows")
     fine.add_argument("--tag-column", type=int, default=1, help="0-based column of the tag in CoNLL-style files")
+    fine.add_argument("--text-field", default="text", help="classify: the field (column) holding the sentence")
+    fine.add_argument("--pair-field", help="classify: the field holding the second sentence of a pair")
+    fine.add_argument("--label-field", default="label", help="classify: the field holding the label")
     fine.add_argument("--random-init", action="store_true", help="the --init model's architecture and tokenizer "
                                                                  "with fresh parameters (a baseline)")
     fine.set_defaults(run=_finetune)

@@ -1,6 +1,8 @@
 """Learning-rate schedules, AdamW or LAMB with a decay mask, and gradient clipping."""
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -52,17 +54,20 @@ def make_optimizer(config: OptimizerConfig, schedule: optax.Schedule) -> optax.G
 
 
 EMBEDDING_NAMES = ("embeddings", "embeddings_project", "embedding_hidden_mapping_in")
+LAYER_NAME = re.compile(r"layer_(\d+)|group_(\d+)_layer_\d+")  # ALBERT: a group of shared blocks is one layer
 
 
 def layerwise_multipliers(params, num_layers: int, decay: float):
     """Learning-rate multipliers for fine-tuning: the task head 1, the top encoder layer `decay`, the one
     below decay^2, ..., layer_i decay^(L - i), the embeddings decay^(L + 1). (google-research/electra's code
-    gives the top layer decay^2, an off-by-one left from a removed pooler, its issue #51.)"""
+    gives the top layer decay^2, an off-by-one left from a removed pooler, its issue #51.) For ALBERT pass the
+    number of groups: group g of G is a layer."""
     def multiplier(path, _):
         names = [p.key for p in path if isinstance(p, jax.tree_util.DictKey)]
         for name in names:
-            if name.startswith("layer_") and name[6:].isdigit():
-                return decay ** (num_layers - int(name[6:]))
+            layer = LAYER_NAME.fullmatch(name)
+            if layer:
+                return decay ** (num_layers - int(layer[1] or layer[2]))
             if name in EMBEDDING_NAMES:
                 return decay ** (num_layers + 1)
         return 1.0

@@ -100,3 +100,39 @@ def _get(tree, path):
     for key in path:
         tree = tree[key.key]
     return tree
+
+
+def test_albert_groups_are_the_layers_of_layerwise_decay():
+    params = {"embedding_hidden_mapping_in": {"kernel": jnp.ones((2, 2))},
+              **{f"group_{g}_layer_0": {"ffn": {"kernel": jnp.ones((2, 2))}} for g in range(2)},
+              "pooler": {"kernel": jnp.ones((2, 2))}}
+    multipliers = layerwise_multipliers(params, num_layers=2, decay=0.5)
+    assert multipliers["group_1_layer_0"]["ffn"]["kernel"] == 0.5
+    assert multipliers["group_0_layer_0"]["ffn"]["kernel"] == 0.25
+    assert multipliers["embedding_hidden_mapping_in"]["kernel"] == 0.125 and multipliers["pooler"]["kernel"] == 1.0
+
+
+class _Characters:
+    """A stand-in tokenizer: one id per character."""
+    from electra_jax.data.text_tokenizer import SpecialIds
+    specials = SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
+
+    @staticmethod
+    def encode_lines(lines):
+        return [[ord(c) for c in line] for line in lines]
+
+
+def test_pairs_are_cut_longest_first_with_segments():
+    from electra_jax.finetune.data import SentenceExample
+    from electra_jax.finetune.tokens import encode_examples
+    examples = [SentenceExample("abcdefgh", "xy", "a"), SentenceExample("abc", "xyz", "b"),
+                SentenceExample("abcdefgh", None, "a")]
+    pairs = encode_examples(examples[:2], _Characters(), {"a": 0, "b": 1}, seq_len=9)
+    # room 6 of 10 tokens: the longer first sentence gives up tokens until both are as long, then the second
+    assert pairs.input_ids[0].tolist() == [2, *map(ord, "abcd"), 3, *map(ord, "xy"), 3]
+    assert pairs.segment_ids[0].tolist() == [0] * 6 + [1] * 3
+    assert pairs.input_ids[1].tolist() == [2, *map(ord, "abc"), 3, *map(ord, "xyz"), 3]
+    assert pairs.labels.tolist() == [0, 1] and pairs.truncated == 1
+    single = encode_examples(examples[2:], _Characters(), {"a": 0}, seq_len=12)
+    assert single.input_ids[0].tolist() == [2, *map(ord, "abcdefgh"), 3, 0, 0]
+    assert single.segment_ids[0].tolist() == [0] * 12 and single.truncated == 0

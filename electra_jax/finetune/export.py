@@ -1,5 +1,5 @@
-"""A fine-tuned token classifier as HF `ElectraForTokenClassification`, with id2label/label2id, so that
-`transformers.pipeline("token-classification", model=FOLDER)` answers with our labels."""
+"""A fine-tuned classifier as an HF `…ForTokenClassification` or `…ForSequenceClassification` (ELECTRA or
+ALBERT), with id2label/label2id, so that `transformers.pipeline(...)` answers with our labels."""
 from __future__ import annotations
 
 import json
@@ -7,26 +7,58 @@ from pathlib import Path
 
 import numpy as np
 
-from electra_jax.config import Config
-from electra_jax.hf.names import ENCODER_PREFIX, convert, get_path, rows_for
-
-CLASSIFIER = [("classifier/kernel", "classifier.weight", "transpose"), ("classifier/bias", "classifier.bias", "same")]
+from electra_jax.config import Config, ModelConfig
+from electra_jax.hf.names import ALBERT_PREFIX, ENCODER_PREFIX, SAME, TRANSPOSE, albert_rows, convert, get_path, rows_for
 
 
-def export_token_classifier(model, params: dict, labels: list[str], tokenizer_dir: Path, out: Path) -> Path:
-    from safetensors.numpy import save_file
-    from tokenizers import Tokenizer
+def _linear(ours: str, hf: str) -> list[tuple[str, str, str]]:
+    return [(f"{ours}/kernel", f"{hf}.weight", TRANSPOSE), (f"{ours}/bias", f"{hf}.bias", SAME)]
 
-    from electra_jax.data.tokenizer import save_tokenizer
+
+# (architecture, head rows) per (body, per_token)
+HEADS = {
+    ("electra", True): ("ElectraForTokenClassification", _linear("classifier", "classifier")),
+    ("electra", False): ("ElectraForSequenceClassification", _linear("classifier_dense", "classifier.dense")
+                         + _linear("classifier_out_proj", "classifier.out_proj")),
+    ("albert", True): ("AlbertForTokenClassification", _linear("classifier", "classifier")),
+    ("albert", False): ("AlbertForSequenceClassification", _linear("classifier", "classifier")),
+}
+
+
+def classifier_rows(model: ModelConfig, per_token: bool) -> tuple[str, list[tuple[str, str, str]]]:
+    """(HF architecture, (our path, HF name, layout) rows): the body under its task-model prefix, the head."""
+    architecture, head = HEADS[model.architecture, per_token]
+    if model.architecture == "albert":
+        body = [(ours, ALBERT_PREFIX + hf, layout) for ours, hf, layout in albert_rows(model, "AlbertModel")
+                if not (per_token and ours.startswith("pooler/"))]  # the token head has no pooler
+    else:
+        body = [(ours, ENCODER_PREFIX + hf, layout) for ours, hf, layout in rows_for(model, "ElectraModel")]
+    return architecture, body + head
+
+
+def hf_classifier_config(model: ModelConfig, architecture: str, labels: list[str]) -> dict:
+    from electra_jax.hf import albert
     from electra_jax.hf.export import hf_config
-    rows = [(ours, ENCODER_PREFIX + hf, layout) for ours, hf, layout in rows_for(model.config, "ElectraModel")]
-    tensors = {hf: convert(np.asarray(get_path(params, ours)), layout) for ours, hf, layout in [*rows, *CLASSIFIER]}
-    out.mkdir(parents=True)
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    settings = hf_config(Config(model=model.config), "discriminator")
-    settings.update(architectures=["ElectraForTokenClassification"], num_labels=len(labels),
+    settings = albert.hf_config(Config(model=model)) if model.architecture == "albert" else hf_config(
+        Config(model=model), "discriminator")
+    settings.update(architectures=[architecture], num_labels=len(labels),
                     id2label={str(i): label for i, label in enumerate(labels)},
                     label2id={label: i for i, label in enumerate(labels)})
+    if architecture.endswith("SequenceClassification"):
+        settings["problem_type"] = "single_label_classification"
+    return settings
+
+
+def export_classifier(model, params: dict, labels: list[str], tokenizer_dir: Path, out: Path) -> str:
+    """Writes `out` (model.safetensors, config.json, the tokenizer files); returns the HF architecture."""
+    from safetensors.numpy import save_file
+
+    from electra_jax.data.text_tokenizer import copy_tokenizer
+    architecture, rows = classifier_rows(model.config, model.per_token)
+    tensors = {hf: convert(np.asarray(get_path(params, ours)), layout) for ours, hf, layout in rows}
+    out.mkdir(parents=True)
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    settings = hf_classifier_config(model.config, architecture, labels)
     (out / "config.json").write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
-    save_tokenizer(Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json")), out)
-    return out
+    copy_tokenizer(tokenizer_dir, out)
+    return architecture

@@ -1,32 +1,70 @@
-"""Token classification on the ELECTRA discriminator: HF `ElectraForTokenClassification`'s layout
-(the body, dropout, one linear classifier per token). Parameter names match the pretraining tree, so a
-run's `embeddings` and `discriminator` subtrees are its initialisation."""
+"""Task heads on a pretrained body, in Hugging Face's layouts.
+
+Token tasks (every body): dropout, then one linear classifier per token (`…ForTokenClassification`).
+Sentence tasks: on ELECTRA, `ElectraClassificationHead` ([CLS] -> dropout -> dense -> gelu -> dropout ->
+out_proj); on ALBERT, the body's tanh pooler -> dropout -> classifier (`AlbertForSequenceClassification`).
+Each classifier extends its body module, so the body's parameters keep their pretraining names and a
+run's parameters initialise them directly.
+"""
 from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from electra_jax.config import ModelConfig
-from electra_jax.models.electra import Tower
-from electra_jax.models.layers import Dropout, dense, embeddings_for
+from electra_jax.models.albert import AlbertEncoder
+from electra_jax.models.electra import DiscriminatorEncoder
+from electra_jax.models.layers import ACTIVATIONS, Dropout, dense
 
-BODY = ("embeddings", "discriminator")  # the subtrees taken from a pretraining run
+
+def _dense(config: ModelConfig, features: int, name: str) -> nn.Dense:
+    return dense(features, ("embed", None), config.initializer_range, jnp.dtype(config.dtype),
+                 jnp.dtype(config.param_dtype), name)
 
 
-class TokenClassifier(nn.Module):
-    config: ModelConfig
+class ElectraClassifier(DiscriminatorEncoder):
     num_labels: int
+    per_token: bool
 
     def setup(self):
+        super().setup()
         c = self.config
-        self.embeddings = embeddings_for(c)
-        self.discriminator = Tower(c, c.hidden_size, c.num_heads, c.intermediate_size)
         self.dropout = Dropout(c.dropout_rate)
-        self.classifier = dense(self.num_labels, ("embed", None), c.initializer_range, jnp.dtype(c.dtype),
-                                jnp.dtype(c.param_dtype), "classifier")
+        if self.per_token:
+            self.classifier = _dense(c, self.num_labels, "classifier")
+        else:
+            self.classifier_dense = _dense(c, c.hidden_size, "classifier_dense")
+            self.classifier_out_proj = _dense(c, self.num_labels, "classifier_out_proj")
 
     def __call__(self, input_ids_BxL, segment_ids_BxL, attention_mask_BxL, deterministic: bool = True):
-        """Label logits per token, B x L x labels (float32)."""
-        embedded = self.embeddings(input_ids_BxL, segment_ids_BxL, deterministic)
-        hidden_BxLxH = self.discriminator(embedded, attention_mask_BxL, deterministic)
-        return self.classifier(self.dropout(hidden_BxLxH, deterministic=deterministic)).astype(jnp.float32)
+        """Label logits (float32): B x L x labels per token, or B x labels per sequence."""
+        hidden_BxLxH = self.encode(input_ids_BxL, segment_ids_BxL, attention_mask_BxL, deterministic)
+        if self.per_token:
+            return self.classifier(self.dropout(hidden_BxLxH, deterministic=deterministic)).astype(jnp.float32)
+        x_BxH = self.dropout(hidden_BxLxH[:, 0], deterministic=deterministic)
+        x_BxH = self.dropout(ACTIVATIONS["gelu"](self.classifier_dense(x_BxH)), deterministic=deterministic)
+        return self.classifier_out_proj(x_BxH).astype(jnp.float32)
+
+
+class AlbertClassifier(AlbertEncoder):
+    num_labels: int
+    per_token: bool
+
+    def setup(self):
+        super().setup()
+        self.dropout = Dropout(self.config.dropout_rate)
+        self.classifier = _dense(self.config, self.num_labels, "classifier")
+
+    def __call__(self, input_ids_BxL, segment_ids_BxL, attention_mask_BxL, deterministic: bool = True):
+        """Label logits (float32): B x L x labels per token, or B x labels from the pooled [CLS] state."""
+        hidden_BxLxH = self.encode(input_ids_BxL, segment_ids_BxL, attention_mask_BxL, deterministic)
+        features = hidden_BxLxH if self.per_token else self.pool(hidden_BxLxH)
+        return self.classifier(self.dropout(features, deterministic=deterministic)).astype(jnp.float32)
+
+
+CLASSIFIERS = {"electra": ElectraClassifier, "albert": AlbertClassifier}
+HEAD_NAMES = ("dropout", "classifier", "classifier_dense", "classifier_out_proj")  # everything else is the body
+
+
+def classifier_for(config: ModelConfig, num_labels: int, per_token: bool) -> nn.Module:
+    return CLASSIFIERS[config.architecture](config, num_labels, per_token)

@@ -1,6 +1,7 @@
-"""`electra-jax finetune --task ner|pos`: token classification from a pretraining run (or an HF folder),
-AdamW with warmup + linear decay and layerwise learning-rate decay, dev-based model selection, several seeds
-summarised as mean +- sd, and the best model written as an HF `ElectraForTokenClassification`.
+"""`electra-jax finetune --task ner|pos|classify`: a task head on a pretraining run (or an HF folder), AdamW
+with warmup + linear decay and layerwise learning-rate decay, dev-based model selection, several seeds
+summarised as mean +- sd, and the best model written as an HF `…ForTokenClassification` or
+`…ForSequenceClassification`.
 """
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ import numpy as np
 import optax
 
 from electra_jax.config import ScheduleConfig
-from electra_jax.finetune.data import FinetuneDataError, check_labels, read_columns, read_conllu, repair_iob2
-from electra_jax.finetune.metrics import entity_scores, token_accuracy
-from electra_jax.finetune.model import BODY, TokenClassifier
-from electra_jax.finetune.tokens import IGNORE, encode_sentences, words_from_windows
+from electra_jax.finetune.data import FinetuneDataError
+from electra_jax.finetune.model import HEAD_NAMES, classifier_for
+from electra_jax.finetune.tasks import TASKS
+from electra_jax.finetune.tokens import IGNORE
 from electra_jax.optim import decay_mask, layerwise_multipliers, make_schedule, scale_by_multipliers
 
-TASKS = ("ner", "pos")
+ARCHITECTURES = ("electra", "albert")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,32 +38,11 @@ class FinetuneOptions:
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
     seq_len: int = 128
-    tag_column: int = 1
+    tag_column: int = 1  # token tasks: 0-based column of the tag in CoNLL-style files
+    text_field: str = "text"  # classify: the CSV/TSV/JSONL fields
+    pair_field: str | None = None
+    label_field: str = "label"
     random_init: bool = False  # the run's architecture and tokenizer, fresh parameters (a baseline)
-
-
-def read_split(path, options: FinetuneOptions):
-    """Sentences of one split; for NER, stray I-X repaired to B-X (the count is returned)."""
-    path = Path(path)
-    sentences = read_conllu(path) if path.suffix == ".conllu" else read_columns(path, options.tag_column)
-    repaired = 0
-    if options.task == "ner":
-        for sentence in sentences:
-            sentence.tags, count = repair_iob2(sentence.tags)
-            repaired += count
-    return sentences, repaired
-
-
-def _score(task: str, gold, predicted) -> dict:
-    if task == "ner":
-        scores = entity_scores(gold, predicted)
-        return {"f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"],
-                "per_type": {k: v["f1"] for k, v in scores["per_type"].items()}}
-    return {"accuracy": token_accuracy(gold, predicted)}
-
-
-def _main_metric(task: str) -> str:
-    return "f1" if task == "ner" else "accuracy"
 
 
 def load_init(init: str | Path, out_dir: Path, log):
@@ -74,81 +54,98 @@ def load_init(init: str | Path, out_dir: Path, log):
         import_hf(init, out_dir / "init", log=log)
         init = out_dir / "init"
     config, params, step = load_run_params(init, None)
-    if config.model.architecture != "electra":
-        raise FinetuneDataError(f"finetune: {init} is an {config.model.architecture} run; token classification "
-                                f"is built for ELECTRA discriminators here")
-    log(f"initialising from {init} (step {step})")
+    log(f"initialising from {init} ({config.model.architecture}, step {step})")
     return config, params, init / "tokenizer"
+
+
+def _check_options(options: FinetuneOptions) -> None:
+    if options.task not in TASKS:
+        raise FinetuneDataError(f"finetune: --task must be one of {', '.join(TASKS)}, got {options.task!r}")
+    if options.seeds < 1 or options.epochs < 1 or options.batch_size < 1 or options.seq_len < 8:
+        raise FinetuneDataError("finetune: --seeds, --epochs and --batch-size must be at least 1 and --seq-len at "
+                                "least 8")
 
 
 def finetune(train: str, dev: str, init: str, out_dir: str | Path, test: str | None = None,
              options: FinetuneOptions = FinetuneOptions(), log=print) -> dict:
     from electra_jax.data.text_tokenizer import load_text_tokenizer
     from electra_jax.hf.staging import refuse_nonempty
-    if options.task not in TASKS:
-        raise FinetuneDataError(f"finetune: --task must be one of {', '.join(TASKS)}, got {options.task!r}")
+    _check_options(options)
+    task = TASKS[options.task]
     out_dir = Path(out_dir)
     refuse_nonempty(out_dir, "finetune")
-    splits = {"train": read_split(train, options), "dev": read_split(dev, options)}
-    if test:
-        splits["test"] = read_split(test, options)
-    labels = sorted({tag for sentence in splits["train"][0] for tag in sentence.tags})
+    paths = {"train": train, "dev": dev, **({"test": test} if test else {})}
+    splits = {name: task.read(path, options) for name, path in paths.items()}
+    items = {name: split[0] for name, split in splits.items()}
+    labels = task.labels(items["train"])
     for name in ("dev", "test"):
-        if name in splits:
-            check_labels(splits[name][0], set(labels), {"dev": dev, "test": test}[name])
+        if name in items:
+            task.check(items[name], labels, paths[name])
     out_dir.mkdir(parents=True)
     config, pretrained, tokenizer_dir = load_init(init, out_dir, log)
+    if config.model.architecture not in ARCHITECTURES:
+        raise FinetuneDataError(f"finetune: {init} is a {config.model.architecture} model; heads exist for "
+                                f"{', '.join(ARCHITECTURES)}")
+    if options.seq_len > config.model.max_position_embeddings:
+        raise FinetuneDataError(f"finetune: --seq-len {options.seq_len} exceeds the model's "
+                                f"{config.model.max_position_embeddings} positions")
     tokenizer = load_text_tokenizer(tokenizer_dir)
     label_ids = {label: i for i, label in enumerate(labels)}
-    windows = {name: encode_sentences(sentences, tokenizer, label_ids, options.seq_len)
-               for name, (sentences, _) in splits.items()}
-    repaired = {name: count for name, (_, count) in splits.items()}
-    log(f"{options.task}: {len(labels)} labels, " + ", ".join(
-        f"{name} {len(splits[name][0]):,} sentences in {len(w.input_ids):,} windows" for name, w in windows.items())
-        + (f"; stray I- tags repaired: {repaired}" if options.task == "ner" else ""))
-    model = TokenClassifier(dataclasses.replace(config.model, max_position_embeddings=max(
-        config.model.max_position_embeddings, options.seq_len)), len(labels))
+    encoded = {name: task.encode(split, tokenizer, label_ids, options.seq_len) for name, split in items.items()}
+    notes = {name: split[1] for name, split in splits.items()}
+    log(f"{options.task}: {len(labels)} labels; " + "; ".join(
+        f"{name} {task.describe(items[name], encoded[name])}" + (f", {notes[name]}" if notes[name] else "")
+        for name in encoded))
+    model = classifier_for(config.model, len(labels), task.per_token)
     pad = tokenizer.specials.pad
-    predict = jax.jit(lambda p, ids: model.apply({"params": p}, ids, jnp.zeros_like(ids),
-                                                 (ids != pad).astype(jnp.int32)).argmax(-1))
+    predict = jax.jit(lambda p, ids, segments: model.apply({"params": p}, ids, segments,
+                                                           (ids != pad).astype(jnp.int32)).argmax(-1))
+
+    def evaluate(params, name):
+        return task.score(items[name], encoded[name], _predictions(predict, params, encoded[name]), labels)
+
     runs = []
     for seed in range(options.seeds):
         start = time.perf_counter()
-        params, dev_scores, epoch = _train_one(model, pretrained, windows, splits, labels, options, seed, pad,
-                                               predict, log)
+        params, dev_scores, epoch = _train_one(model, pretrained, encoded["train"], evaluate, task.metric, options,
+                                               seed, pad, log)
         result = {"seed": seed, "best_epoch": epoch, "dev": dev_scores, "seconds": time.perf_counter() - start}
-        if "test" in windows:
-            result["test"] = _evaluate(predict, params, windows["test"], splits["test"][0], labels, options)
+        if "test" in encoded:
+            result["test"] = evaluate(params, "test")
         runs.append((result, params))
-        log(f"seed {seed}: dev {_main_metric(options.task)} {dev_scores[_main_metric(options.task)]:.4f}"
-            + (f", test {result['test'][_main_metric(options.task)]:.4f}" if "test" in result else "")
+        log(f"seed {seed}: dev {task.metric} {dev_scores[task.metric]:.4f}"
+            + (f", test {result['test'][task.metric]:.4f}" if "test" in result else "")
             + f" ({result['seconds']:.0f} s)")
-    summary = _summary([r for r, _ in runs], options, labels, repaired, init)
+    summary = _summary([r for r, _ in runs], task, options, labels, notes, init)
+    summary["parameters"] = int(sum(leaf.size for leaf in jax.tree.leaves(runs[0][1])))
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out_dir / "results.md").write_text(results_table(summary))
-    best_result, best_params = max(runs, key=lambda run: run[0]["dev"][_main_metric(options.task)])
-    from electra_jax.finetune.export import export_token_classifier
-    export_token_classifier(model, best_params, labels, tokenizer_dir, out_dir / "hf")
-    log(f"results: {out_dir / 'results.json'}, {out_dir / 'results.md'}; best model (seed {best_result['seed']}): "
-        f"{out_dir / 'hf'}")
+    best_result, best_params = max(runs, key=lambda run: run[0]["dev"][task.metric])
+    from electra_jax.finetune.export import export_classifier
+    architecture = export_classifier(model, best_params, labels, tokenizer_dir, out_dir / "hf")
+    log(f"results: {out_dir / 'results.json'}, {out_dir / 'results.md'}; best model (seed {best_result['seed']}) "
+        f"as {architecture}: {out_dir / 'hf'}")
     return summary
 
 
-def _train_one(model, pretrained, windows, splits, labels, options: FinetuneOptions, seed: int, pad: int, predict,
-               log):
-    c = model.config
-    train = windows["train"]
+def _depth(config) -> int:
+    """Layers for layerwise decay: ALBERT's distinct parameter sets are its groups of shared blocks."""
+    return config.num_hidden_groups if config.architecture == "albert" else config.num_layers
+
+
+def _train_one(model, pretrained, train, evaluate, metric: str, options: FinetuneOptions, seed: int, pad: int, log):
     steps_per_epoch = max(1, len(train.input_ids) // options.batch_size)
     total = steps_per_epoch * options.epochs
     ids = jnp.zeros((1, options.seq_len), jnp.int32)
     params = jax.tree.map(np.asarray, nn.unbox(model.init(jax.random.key(seed), ids, ids, ids)["params"]))
     if not options.random_init:
-        params = {**params, **{name: pretrained[name] for name in BODY}}
+        params = {**params, **{name: pretrained[name] for name in params if name not in HEAD_NAMES}}
     schedule = make_schedule(ScheduleConfig(kind="linear", warmup_steps=int(options.warmup_fraction * total)),
                              options.learning_rate, total)
     tx = optax.chain(optax.clip_by_global_norm(1.0),
                      optax.adamw(schedule, eps=1e-6, weight_decay=options.weight_decay, mask=decay_mask),
-                     scale_by_multipliers(layerwise_multipliers(params, c.num_layers, options.layerwise_decay)))
+                     scale_by_multipliers(layerwise_multipliers(params, _depth(model.config),
+                                                                options.layerwise_decay)))
     params = jax.tree.map(jnp.asarray, params)
     opt_state = tx.init(params)
 
@@ -156,9 +153,9 @@ def _train_one(model, pretrained, windows, splits, labels, options: FinetuneOpti
     def step(params, opt_state, batch, rng):
         def loss_fn(p):
             attention = (batch["input_ids"] != pad).astype(jnp.int32)
-            logits = model.apply({"params": p}, batch["input_ids"], jnp.zeros_like(batch["input_ids"]), attention,
+            logits = model.apply({"params": p}, batch["input_ids"], batch["segment_ids"], attention,
                                  deterministic=False, rngs={"dropout": rng})
-            real = batch["labels"] != IGNORE
+            real = batch["labels"] != IGNORE  # per token: first subwords only; per sequence: every example
             losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(batch["labels"], 0))
             return (losses * real).sum() / jnp.maximum(real.sum(), 1)
         loss, grads = jax.value_and_grad(loss_fn)(params)
@@ -171,33 +168,33 @@ def _train_one(model, pretrained, windows, splits, labels, options: FinetuneOpti
         order = rng.permutation(len(train.input_ids))
         for i in range(steps_per_epoch):
             rows = order[i * options.batch_size:(i + 1) * options.batch_size]
-            batch = {"input_ids": train.input_ids[rows], "labels": train.labels[rows]}
+            batch = {"input_ids": train.input_ids[rows], "segment_ids": train.segment_ids[rows],
+                     "labels": train.labels[rows]}
             params, opt_state, loss = step(params, opt_state, batch,
                                            jax.random.fold_in(jax.random.key(seed), epoch * 100_000 + i))
-        dev_scores = _evaluate(predict, params, windows["dev"], splits["dev"][0], labels, options)
-        metric = dev_scores[_main_metric(options.task)]
-        log(f"  seed {seed} epoch {epoch}: loss {float(loss):.4f}, dev {_main_metric(options.task)} {metric:.4f}")
-        if metric > best[2]:
-            best = (jax.tree.map(np.asarray, params), dev_scores, metric, epoch)
+        dev_scores = evaluate(params, "dev")
+        log(f"  seed {seed} epoch {epoch}: loss {float(loss):.4f}, dev {metric} {dev_scores[metric]:.4f}")
+        if dev_scores[metric] > best[2]:
+            best = (jax.tree.map(np.asarray, params), dev_scores, dev_scores[metric], epoch)
     return best[0], best[1], best[3]
 
 
-def _evaluate(predict, params, windows, sentences, labels, options, batch_size: int = 64) -> dict:
-    """`predict(params, ids) -> label ids` over all windows, scored on the words."""
-    predictions = np.concatenate([np.asarray(predict(params, windows.input_ids[i:i + batch_size]))
-                                  for i in range(0, len(windows.input_ids), batch_size)])
-    predicted = words_from_windows(windows, predictions, sentences, labels)
-    return _score(options.task, [s.tags for s in sentences], predicted)
+def _predictions(predict, params, encoded, batch_size: int = 64) -> np.ndarray:
+    """`predict(params, ids, segments) -> label ids` over all rows."""
+    return np.concatenate([np.asarray(predict(params, encoded.input_ids[i:i + batch_size],
+                                              encoded.segment_ids[i:i + batch_size]))
+                           for i in range(0, len(encoded.input_ids), batch_size)])
 
 
 def _mean_sd(values: list[float]) -> dict:
     return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
-def _summary(runs, options: FinetuneOptions, labels, repaired, init) -> dict:
-    metric = _main_metric(options.task)
-    summary = {"task": options.task, "init": str(init), "random_init": options.random_init, "labels": labels,
-               "stray_tags_repaired": repaired, "options": dataclasses.asdict(options), "runs": runs,
+def _summary(runs, task, options: FinetuneOptions, labels, notes, init) -> dict:
+    metric = task.metric
+    summary = {"task": options.task, "metric": metric, "title": task.title, "init": str(init),
+               "random_init": options.random_init, "labels": labels, "notes": notes,
+               "options": dataclasses.asdict(options), "runs": runs,
                "dev": _mean_sd([r["dev"][metric] for r in runs]),
                "seconds": _mean_sd([r["seconds"] for r in runs])}
     if all("test" in r for r in runs):
@@ -206,11 +203,12 @@ def _summary(runs, options: FinetuneOptions, labels, repaired, init) -> dict:
 
 
 def results_table(summary: dict) -> str:
-    metric = "NER F1" if summary["task"] == "ner" else "POS accuracy"
+    metric = summary["title"]
     name = Path(summary["init"]).name + (" (random init)" if summary["random_init"] else "")
 
     def cell(key):
         return f"{100 * summary[key]['mean']:.2f} +- {100 * summary[key]['sd']:.2f}" if key in summary else "-"
-    return "\n".join([f"| model | seeds | dev {metric} | test {metric} | wall time per seed |", "|---|---|---|---|---|",
-                      f"| {name} | {len(summary['runs'])} | {cell('dev')} | {cell('test')} | "
-                      f"{summary['seconds']['mean']:.0f} s |", ""])
+    return "\n".join([f"| model | params | seeds | dev {metric} | test {metric} | wall time per seed |",
+                      "|---|---|---|---|---|---|",
+                      f"| {name} | {summary['parameters'] / 1e6:.2f}M | {len(summary['runs'])} | {cell('dev')} | "
+                      f"{cell('test')} | {summary['seconds']['mean']:.0f} s |", ""])

@@ -19,7 +19,8 @@ from electra_jax.models.layers import (ACTIVATIONS, Dropout, LayerNorm, Transfor
 ACTIVATION = "gelu_new"  # ALBERT's hidden_act
 
 
-class Albert(nn.Module):
+class AlbertEncoder(nn.Module):
+    """The body (embeddings, shared blocks, pooler) that the pretraining and fine-tuning models extend."""
     config: ModelConfig
 
     def setup(self):
@@ -34,12 +35,6 @@ class Albert(nn.Module):
                               name=f"group_{g}_layer_{i}") for i in range(c.inner_group_num)]
                        for g in range(c.num_hidden_groups)]
         self.pooler = dense(c.hidden_size, ("embed", "mlp"), c.initializer_range, dtype, param_dtype, "pooler")
-        self.predictions_dense = dense(c.embedding_size, ("mlp", "embed"), c.initializer_range, dtype, param_dtype,
-                                       "predictions_dense")
-        self.predictions_LayerNorm = LayerNorm(c.layer_norm_eps, dtype, param_dtype, "predictions_LayerNorm")
-        self.predictions_bias = self.param("predictions_bias", zeros_init(("vocab",)), (c.vocab_size,), param_dtype)
-        self.sop_dropout = Dropout(c.dropout_rate)
-        self.sop_classifier = dense(2, ("mlp", None), c.initializer_range, dtype, param_dtype, "sop_classifier")
 
     def encode(self, input_ids_BxL, segment_ids_BxL, attention_mask_BxL, deterministic: bool = True):
         """The last hidden states, B x L x H."""
@@ -51,6 +46,23 @@ class Albert(nn.Module):
                 x_BxLxH = block(x_BxLxH, bias_Bx1x1xL, deterministic)
         return x_BxLxH
 
+    def pool(self, hidden_BxLxH):
+        """The tanh-pooled [CLS] state, B x H."""
+        return jnp.tanh(self.pooler(hidden_BxLxH[:, 0]))
+
+
+class Albert(AlbertEncoder):
+    def setup(self):
+        super().setup()
+        c = self.config
+        dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        self.predictions_dense = dense(c.embedding_size, ("mlp", "embed"), c.initializer_range, dtype, param_dtype,
+                                       "predictions_dense")
+        self.predictions_LayerNorm = LayerNorm(c.layer_norm_eps, dtype, param_dtype, "predictions_LayerNorm")
+        self.predictions_bias = self.param("predictions_bias", zeros_init(("vocab",)), (c.vocab_size,), param_dtype)
+        self.sop_dropout = Dropout(c.dropout_rate)
+        self.sop_classifier = dense(2, ("mlp", None), c.initializer_range, dtype, param_dtype, "sop_classifier")
+
     def mlm_logits(self, hidden_BxPxH):
         """Vocabulary logits of the given hidden states (float32)."""
         h = ACTIVATIONS[ACTIVATION](self.predictions_dense(hidden_BxPxH))
@@ -59,8 +71,8 @@ class Albert(nn.Module):
 
     def sop_logits(self, hidden_BxLxH, deterministic: bool = True):
         """Sentence-order logits (0: in order, 1: swapped) from the tanh-pooled [CLS] state, B x 2 (float32)."""
-        pooled_BxH = jnp.tanh(self.pooler(hidden_BxLxH[:, 0]))
-        return self.sop_classifier(self.sop_dropout(pooled_BxH, deterministic=deterministic)).astype(jnp.float32)
+        pooled_BxH = self.sop_dropout(self.pool(hidden_BxLxH), deterministic=deterministic)
+        return self.sop_classifier(pooled_BxH).astype(jnp.float32)
 
     def __call__(self, input_ids_BxL, segment_ids_BxL, attention_mask_BxL, positions_BxP,
                  deterministic: bool = True):

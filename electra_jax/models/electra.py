@@ -33,6 +33,21 @@ class Tower(nn.Module):
                        c.remat, dtype, param_dtype, name="encoder")(x, attention_mask_BxL, deterministic)
 
 
+class DiscriminatorEncoder(nn.Module):
+    """The discriminator's body alone (what fine-tuning starts from), under the pretraining names."""
+    config: ModelConfig
+
+    def setup(self):
+        c = self.config
+        self.embeddings = embeddings_for(c)
+        self.discriminator = Tower(c, c.hidden_size, c.num_heads, c.intermediate_size)
+
+    def encode(self, input_ids_BxL, segment_ids_BxL, attention_mask_BxL, deterministic: bool = True):
+        """The last hidden states, B x L x H."""
+        embedded = self.embeddings(input_ids_BxL, segment_ids_BxL, deterministic)
+        return self.discriminator(embedded, attention_mask_BxL, deterministic)
+
+
 class Electra(nn.Module):
     config: ModelConfig
 
