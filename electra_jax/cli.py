@@ -95,18 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     exp = commands.add_parser("export", help="write a run's checkpoint as Hugging Face PyTorch models "
                                              "(ELECTRA: OUT_DIR/discriminator and OUT_DIR/generator; ALBERT: "
-                                             "OUT_DIR as an AlbertForPreTraining)")
+                                             "OUT_DIR as an AlbertForPreTraining; BERT: OUT_DIR as a "
+                                             "BertForMaskedLM)")
     exp.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT", help="a run directory or one of its checkpoints")
     exp.add_argument("out_dir", metavar="OUT_DIR", help="a new (or empty) folder")
     exp.add_argument("--step", type=int, help="which checkpoint (default: the newest finished one)")
     exp.set_defaults(run=_export)
 
-    imp = commands.add_parser("import", help="turn Hugging Face ELECTRA or ALBERT weights into a run directory "
-                                             "that pretrain continues and fine-tuning starts from")
+    imp = commands.add_parser("import", help="turn Hugging Face ELECTRA, ALBERT or BERT weights into a run "
+                                             "directory that pretrain continues (ELECTRA, ALBERT) and fine-tuning "
+                                             "starts from")
     imp.add_argument("hf_dir", metavar="HF_DIR", help="an ElectraForPreTraining / ElectraForMaskedLM / ElectraModel "
                                                       "folder, a folder with discriminator/ and generator/, or an "
                                                       "AlbertForPreTraining / AlbertForMaskedLM / AlbertModel folder "
-                                                      "with its spiece.model")
+                                                      "with its spiece.model, or a BertForPreTraining / "
+                                                      "BertForMaskedLM / BertModel folder with its vocab.txt")
     imp.add_argument("out_dir", metavar="OUT_DIR", help="the new run directory")
     imp.add_argument("--generator", help="an ElectraForMaskedLM folder to pair with HF_DIR's discriminator")
     imp.add_argument("--config", help="preset for everything but the model (default: the package defaults)")

@@ -21,7 +21,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    architecture: str = "electra"  # electra | albert
+    architecture: str = "electra"  # electra | albert | bert (bert: imported or distilled, not pretrained)
     vocab_size: int = 0  # 0: taken from the tokenizer
     embedding_size: int = 128
     hidden_size: int = 256
@@ -285,8 +285,11 @@ def validate(config: Config, num_devices: int | None = None) -> None:
         _positive(f"model.{name}", getattr(m, name))
     if m.vocab_size < 0:
         raise ConfigError(f"config: model.vocab_size must be >= 0 (0: from the tokenizer), got {m.vocab_size}")
-    if m.architecture not in ("electra", "albert"):
-        raise ConfigError(f"config: model.architecture must be electra or albert, got {m.architecture!r}")
+    if m.architecture not in ("electra", "albert", "bert"):
+        raise ConfigError(f"config: model.architecture must be electra, albert or bert, got {m.architecture!r}")
+    if m.architecture == "bert" and m.embedding_size != m.hidden_size:
+        raise ConfigError(f"config: a bert model's embeddings have its hidden size: set model.embedding_size="
+                          f"{m.hidden_size} (got {m.embedding_size})")
     if not 1 <= m.num_hidden_groups <= m.num_layers:
         raise ConfigError(f"config: model.num_hidden_groups must be in [1, model.num_layers={m.num_layers}], "
                           f"got {m.num_hidden_groups}")

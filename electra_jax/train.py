@@ -30,6 +30,7 @@ from electra_jax.data.tokenizer import save_tokenizer, train_wordpiece
 from electra_jax.mesh import batch_sharding, logical_rules, make_mesh, replicated
 from electra_jax.metrics import MetricWriter, plot_metrics
 from electra_jax.models.albert import Albert
+from electra_jax.models.bert import Bert
 from electra_jax.models.electra import Electra
 from electra_jax.optim import make_optimizer, make_schedule
 from electra_jax.steps import AlbertObjective, ElectraObjective
@@ -148,8 +149,11 @@ def with_vocab(config: Config, tokenizer_vocab: int) -> Config:
 
 # ---------------------------------------------------------------------------- model and state
 
-def build_model(config: Config) -> Electra | Albert:
-    return Albert(config.model) if config.model.architecture == "albert" else Electra(config.model)
+MODELS = {"electra": Electra, "albert": Albert, "bert": Bert}
+
+
+def build_model(config: Config) -> Electra | Albert | Bert:
+    return MODELS[config.model.architecture](config.model)
 
 
 def _dummy_inputs(config: Config):
@@ -286,6 +290,9 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
     """Train (or resume) in `run_dir`; returns a summary of the run."""
     run_dir = Path(run_dir)
     validate(config, jax.device_count())  # mesh and batch errors before any data work or compile
+    if config.model.architecture == "bert":
+        raise ConfigError("config: model.architecture=bert is for imported models and distilled students; "
+                          "pretrain an electra or albert model")
     _check_inputs(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     config, data_folder, metadata = prepare_data(config, run_dir, log)

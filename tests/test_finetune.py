@@ -59,7 +59,8 @@ def _write_tsv(path, rows):
         writer.writerows(rows)
 
 
-def _assert_hf_parity(run_dir, hf_dir, per_token):
+def _assert_hf_parity(run_dir, hf_dir, per_token, firsts=(WIDGET, "Det regner ikke i København ."),
+                      seconds=("Hun kommer i morgen .", "Netto har lukket .")):
     """The exported HF model's logits equal ours (from the same file) to 1e-4, on a padded batch of pairs, and
     transformers' tokenizer encodes as ours does."""
     import torch
@@ -74,7 +75,7 @@ def _assert_hf_parity(run_dir, hf_dir, per_token):
         transformers.AutoModelForSequenceClassification
     hf = auto.from_pretrained(hf_dir).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(hf_dir))
-    firsts, seconds = [WIDGET, "Det regner ikke i København ."], ["Hun kommer i morgen .", "Netto har lukket ."]
+    firsts, seconds = list(firsts), list(seconds)
     encoded = tokenizer(firsts, seconds, return_tensors="pt", padding=True)
     ours_encoded = encode_examples([SentenceExample(a, b, "x") for a, b in zip(firsts, seconds)],
                                    load_text_tokenizer(run_dir / "tokenizer"), {"x": 0}, 64)

@@ -66,7 +66,7 @@ def wordpiece_from_vocab(vocab: dict[str, int], *, lowercase: bool, strip_accent
     return tokenizer
 
 
-def save_tokenizer(tokenizer: Tokenizer, out_dir: str | Path) -> dict:
+def save_tokenizer(tokenizer: Tokenizer, out_dir: str | Path, tokenizer_class: str = "ElectraTokenizer") -> dict:
     """tokenizer.json, vocab.txt and a tokenizer_config.json that states every normalisation choice
     (transformers 5 rebuilds the normaliser from do_lower_case/strip_accents, whose defaults are True/None).
     Returns the two choices."""
@@ -79,7 +79,7 @@ def save_tokenizer(tokenizer: Tokenizer, out_dir: str | Path) -> dict:
     lowercase, strip_accents = bool(normalizer.lowercase), bool(normalizer.strip_accents)
     specials = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
                 "mask_token": "[MASK]"}
-    config = {"tokenizer_class": "ElectraTokenizer", "do_lower_case": lowercase, "strip_accents": strip_accents,
+    config = {"tokenizer_class": tokenizer_class, "do_lower_case": lowercase, "strip_accents": strip_accents,
               "tokenize_chinese_chars": True, "model_max_length": 512, **specials}
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     (out / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")

@@ -1,5 +1,5 @@
-"""A fine-tuned classifier as an HF `…ForTokenClassification` or `…ForSequenceClassification` (ELECTRA or
-ALBERT), with id2label/label2id, so that `transformers.pipeline(...)` answers with our labels."""
+"""A fine-tuned classifier as an HF `…ForTokenClassification` or `…ForSequenceClassification` (ELECTRA,
+ALBERT or BERT), with id2label/label2id, so that `transformers.pipeline(...)` answers with our labels."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from electra_jax.config import Config, ModelConfig
-from electra_jax.hf.names import ALBERT_PREFIX, ENCODER_PREFIX, SAME, TRANSPOSE, albert_rows, convert, get_path, rows_for
+from electra_jax.hf.names import (ALBERT_PREFIX, BERT_PREFIX, ENCODER_PREFIX, SAME, TRANSPOSE, albert_rows, bert_rows,
+                                  convert, get_path, rows_for)
 
 
 def _linear(ours: str, hf: str) -> list[tuple[str, str, str]]:
@@ -22,25 +23,30 @@ HEADS = {
                          + _linear("classifier_out_proj", "classifier.out_proj")),
     ("albert", True): ("AlbertForTokenClassification", _linear("classifier", "classifier")),
     ("albert", False): ("AlbertForSequenceClassification", _linear("classifier", "classifier")),
+    ("bert", True): ("BertForTokenClassification", _linear("classifier", "classifier")),
+    ("bert", False): ("BertForSequenceClassification", _linear("classifier", "classifier")),
 }
+# (rows of the body, the task models' prefix) per body
+BODIES = {"electra": (lambda model: rows_for(model, "ElectraModel"), ENCODER_PREFIX),
+          "albert": (lambda model: albert_rows(model, "AlbertModel"), ALBERT_PREFIX),
+          "bert": (lambda model: bert_rows(model, "BertModel"), BERT_PREFIX)}
 
 
 def classifier_rows(model: ModelConfig, per_token: bool) -> tuple[str, list[tuple[str, str, str]]]:
     """(HF architecture, (our path, HF name, layout) rows): the body under its task-model prefix, the head."""
     architecture, head = HEADS[model.architecture, per_token]
-    if model.architecture == "albert":
-        body = [(ours, ALBERT_PREFIX + hf, layout) for ours, hf, layout in albert_rows(model, "AlbertModel")
-                if not (per_token and ours.startswith("pooler/"))]  # the token head has no pooler
-    else:
-        body = [(ours, ENCODER_PREFIX + hf, layout) for ours, hf, layout in rows_for(model, "ElectraModel")]
+    body_rows, prefix = BODIES[model.architecture]
+    body = [(ours, prefix + hf, layout) for ours, hf, layout in body_rows(model)
+            if not (per_token and ours.startswith("pooler/"))]  # the token heads have no pooler
     return architecture, body + head
 
 
 def hf_classifier_config(model: ModelConfig, architecture: str, labels: list[str]) -> dict:
-    from electra_jax.hf import albert
+    from electra_jax.hf import albert, bert
     from electra_jax.hf.export import hf_config
-    settings = albert.hf_config(Config(model=model)) if model.architecture == "albert" else hf_config(
-        Config(model=model), "discriminator")
+    configs = {"albert": albert.hf_config, "bert": bert.hf_config,
+               "electra": lambda config: hf_config(config, "discriminator")}
+    settings = configs[model.architecture](Config(model=model))
     settings.update(architectures=[architecture], num_labels=len(labels),
                     id2label={str(i): label for i, label in enumerate(labels)},
                     label2id={label: i for i, label in enumerate(labels)})

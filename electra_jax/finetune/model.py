@@ -2,7 +2,7 @@
 
 Token tasks (every body): dropout, then one linear classifier per token (`…ForTokenClassification`).
 Sentence tasks: on ELECTRA, `ElectraClassificationHead` ([CLS] -> dropout -> dense -> gelu -> dropout ->
-out_proj); on ALBERT, the body's tanh pooler -> dropout -> classifier (`AlbertForSequenceClassification`).
+out_proj); on ALBERT and BERT, the body's tanh pooler -> dropout -> classifier (`…ForSequenceClassification`).
 Each classifier extends its body module, so the body's parameters keep their pretraining names and a
 run's parameters initialise them directly.
 """
@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from electra_jax.config import ModelConfig
 from electra_jax.models.albert import AlbertEncoder
+from electra_jax.models.bert import BertEncoder
 from electra_jax.models.electra import DiscriminatorEncoder
 from electra_jax.models.layers import ACTIVATIONS, Dropout, dense
 
@@ -46,9 +47,8 @@ class ElectraClassifier(DiscriminatorEncoder):
         return self.classifier_out_proj(x_BxH).astype(jnp.float32)
 
 
-class AlbertClassifier(AlbertEncoder):
-    num_labels: int
-    per_token: bool
+class _PooledHead:
+    """Token head, or the body's tanh pooler -> dropout -> classifier (ALBERT's and BERT's sentence head)."""
 
     def setup(self):
         super().setup()
@@ -62,7 +62,17 @@ class AlbertClassifier(AlbertEncoder):
         return self.classifier(self.dropout(features, deterministic=deterministic)).astype(jnp.float32)
 
 
-CLASSIFIERS = {"electra": ElectraClassifier, "albert": AlbertClassifier}
+class AlbertClassifier(_PooledHead, AlbertEncoder):
+    num_labels: int
+    per_token: bool
+
+
+class BertClassifier(_PooledHead, BertEncoder):
+    num_labels: int
+    per_token: bool
+
+
+CLASSIFIERS = {"electra": ElectraClassifier, "albert": AlbertClassifier, "bert": BertClassifier}
 HEAD_NAMES = ("dropout", "classifier", "classifier_dense", "classifier_out_proj")  # everything else is the body
 
 

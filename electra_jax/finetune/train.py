@@ -24,9 +24,6 @@ from electra_jax.finetune.tasks import TASKS
 from electra_jax.finetune.tokens import IGNORE
 from electra_jax.optim import decay_mask, layerwise_multipliers, make_schedule, scale_by_multipliers
 
-ARCHITECTURES = ("electra", "albert")
-
-
 @dataclasses.dataclass(frozen=True)
 class FinetuneOptions:
     task: str = "ner"
@@ -83,9 +80,6 @@ def finetune(train: str, dev: str, init: str, out_dir: str | Path, test: str | N
             task.check(items[name], labels, paths[name])
     out_dir.mkdir(parents=True)
     config, pretrained, tokenizer_dir = load_init(init, out_dir, log)
-    if config.model.architecture not in ARCHITECTURES:
-        raise FinetuneDataError(f"finetune: {init} is a {config.model.architecture} model; heads exist for "
-                                f"{', '.join(ARCHITECTURES)}")
     if options.seq_len > config.model.max_position_embeddings:
         raise FinetuneDataError(f"finetune: --seq-len {options.seq_len} exceeds the model's "
                                 f"{config.model.max_position_embeddings} positions")

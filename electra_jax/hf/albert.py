@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from electra_jax.config import Config, ModelConfig
-from electra_jax.hf.names import albert_rows, convert, get_path
+from electra_jax.hf.names import ALBERT_PREFIX, albert_rows, convert, get_path
 
 ARCHITECTURE = "AlbertForPreTraining"  # what export writes: the MLM and SOP heads, loadable as AlbertForMaskedLM
+PREFIX = ALBERT_PREFIX
 
 
 # ---------------------------------------------------------------------------- export
@@ -79,11 +80,6 @@ def export_albert(config: Config, params: dict, run_dir: Path, step: int, metric
 
 
 # ---------------------------------------------------------------------------- import
-
-def is_albert_folder(folder: Path) -> bool:
-    path = folder / "config.json"
-    return path.is_file() and json.loads(path.read_text()).get("model_type") == "albert"
-
 
 def detect_architecture(tensors: dict) -> str:
     if any(name.startswith("sop_classifier.") for name in tensors):

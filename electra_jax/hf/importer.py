@@ -1,4 +1,5 @@
-"""Import published Hugging Face ELECTRA or ALBERT weights into a run directory that `pretrain` continues.
+"""Import published Hugging Face ELECTRA, ALBERT or BERT weights into a run directory that `pretrain`
+continues (ELECTRA, ALBERT) and `finetune` (and distillation) start from.
 
 HF_DIR is one model folder (ElectraForPreTraining, ElectraForMaskedLM or ElectraModel) or a folder with
 `discriminator/` and `generator/` inside (what `export` writes). A tower that is not given starts
@@ -14,12 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from electra_jax.config import ModelConfig, load_config, save_config, validate
-from electra_jax.hf import albert
-from electra_jax.hf.names import (ALBERT_PREFIX, ARCHITECTURES, ENCODER_PREFIX, TIED, convert, get_path, rows_for,
+from electra_jax.hf import albert, bert
+from electra_jax.hf.names import (ARCHITECTURES, BERT_DROPPED, ENCODER_PREFIX, TIED, convert, get_path, rows_for,
                                   set_path)
 from electra_jax.hf.staging import refuse_nonempty, staged_folder
 
 IGNORED = ("embeddings.position_ids",)  # buffers some older checkpoints carry
+FAMILIES = {"albert": albert, "bert": bert}  # single-model formats (ELECTRA's two towers are handled apart)
 
 
 class HFImportError(ValueError):
@@ -63,26 +65,24 @@ def detect_architecture(config: dict, tensors: dict) -> str:
 
 
 def read_model_folder(folder: Path) -> tuple[dict, dict, str]:
-    """(config.json contents, tensors, architecture) of one HF model folder, checked to be an ELECTRA or ALBERT."""
+    """(config.json contents, tensors, architecture) of one HF model folder, checked to be an ELECTRA, ALBERT or
+    BERT."""
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise HFImportError(f"import: {config_path} not found (give a Hugging Face model folder)")
     config = json.loads(config_path.read_text())
-    problems = []
-    if config.get("model_type") == "albert":
-        problems = albert.config_problems(config)
-    elif config.get("model_type") != "electra":
-        problems.append(f"model_type is {config.get('model_type')!r}, not 'electra' or 'albert'")
+    model_type = config.get("model_type")
+    if model_type in FAMILIES:
+        problems = FAMILIES[model_type].config_problems(config)
+    elif model_type != "electra":
+        problems = [f"model_type is {model_type!r}, not 'electra', 'albert' or 'bert'"]
     else:
-        if config.get("hidden_act", "gelu") != "gelu":
-            problems.append(f"hidden_act is {config.get('hidden_act')!r} (only exact 'gelu' is supported)")
-        if config.get("position_embedding_type", "absolute") != "absolute":
-            problems.append(f"position_embedding_type is {config.get('position_embedding_type')!r}, not 'absolute'")
+        problems = bert.config_problems(config)  # ELECTRA's blocks are BERT's
     if problems:
         raise HFImportError(f"import: {config_path}: " + "; ".join(problems))
     tensors = read_tensors(folder)
-    if config["model_type"] == "albert":
-        architecture, prefix = albert.detect_architecture(tensors), ALBERT_PREFIX
+    if model_type in FAMILIES:
+        architecture, prefix = FAMILIES[model_type].detect_architecture(tensors), FAMILIES[model_type].PREFIX
     else:
         architecture, prefix = detect_architecture(config, tensors), ENCODER_PREFIX
     if architecture.endswith("Model"):  # some base-model checkpoints keep the task models' prefix
@@ -129,7 +129,8 @@ def fill_params(params: dict, model: ModelConfig, tensors: dict, architecture: s
     rows = rows_for(model, architecture)
     expected = {hf for _, hf, _ in rows}
     missing = sorted(expected - tensors.keys())
-    unexpected = sorted(n for n in tensors.keys() - expected if not n.endswith(IGNORED) and n not in TIED)
+    unexpected = sorted(n for n in tensors.keys() - expected
+                        if not n.endswith(IGNORED) and n not in TIED and not n.startswith(BERT_DROPPED))
     mismatched = []
     for ours, hf, layout in rows:
         if hf in tensors:
@@ -207,10 +208,11 @@ def import_hf(source: str | Path, out_dir: str | Path, generator: str | Path | N
 
     out_dir = Path(out_dir)
     refuse_nonempty(out_dir, "import")
-    if albert.is_albert_folder(Path(source)):
+    family = _model_type(Path(source))
+    if family in FAMILIES:
         if generator:
-            raise HFImportError("import: --generator pairs an ELECTRA generator; an ALBERT is one model")
-        return import_albert(Path(source), out_dir, base_config, log)
+            raise HFImportError(f"import: --generator pairs an ELECTRA generator; a {family} folder is one model")
+        return import_single(Path(source), out_dir, base_config, FAMILIES[family], log)
     first_folder, generator_folder, tokenizer_folder = model_folders(Path(source), Path(generator) if generator else None)
     by_tower = {}  # tower -> (folder, config.json, tensors, architecture)
     for folder in (f for f in (first_folder, generator_folder) if f is not None):
@@ -258,22 +260,41 @@ def import_hf(source: str | Path, out_dir: str | Path, generator: str | Path | N
 
 
 
-def import_albert(folder: Path, out_dir: Path, base_config: str | Path | None, log=print) -> Path:
-    """AlbertForPreTraining / AlbertForMaskedLM / AlbertModel -> a run directory; heads the file lacks keep
-    their initialisation (and are named)."""
+def _model_type(folder: Path) -> str | None:
+    path = folder / "config.json"
+    return json.loads(path.read_text()).get("model_type") if path.is_file() else None
+
+
+def _single_model_tokenizer(folder: Path, family):
+    """(lowercase, strip_accents, write(tokenizer folder)) of an ALBERT (SentencePiece) or BERT (WordPiece) folder."""
+    if family is albert:
+        from electra_jax.data.spm import save_sentencepiece
+        if not (folder / "spiece.model").is_file():
+            raise HFImportError(f"import: {folder} has no spiece.model (ALBERT's SentencePiece tokenizer)")
+        lowercase, strip_accents = albert.tokenizer_settings(folder)
+        return lowercase, strip_accents, lambda out: save_sentencepiece(
+            (folder / "spiece.model").read_bytes(), out, lowercase=lowercase, strip_accents=strip_accents)
+    from electra_jax.data.tokenizer import save_tokenizer
+    tokenizer = import_tokenizer(folder)
+    normalizer = tokenizer.normalizer
+    return (bool(normalizer.lowercase), bool(normalizer.strip_accents),
+            lambda out: save_tokenizer(tokenizer, out, "BertTokenizer"))
+
+
+def import_single(folder: Path, out_dir: Path, base_config: str | Path | None, family, log=print) -> Path:
+    """An ALBERT (AlbertForPreTraining / AlbertForMaskedLM / AlbertModel) or BERT (BertForMaskedLM /
+    BertForPreTraining / BertModel) folder -> a run directory; heads the file lacks keep their
+    initialisation (and are named)."""
     import jax
     import jax.numpy as jnp
 
     from electra_jax.checkpoint import Checkpointer
-    from electra_jax.data.spm import save_sentencepiece
     from electra_jax.train import single_device_state
 
     hf_config, tensors, architecture = read_model_folder(folder)
-    if not (folder / "spiece.model").is_file():
-        raise HFImportError(f"import: {folder} has no spiece.model (ALBERT's SentencePiece tokenizer)")
+    lowercase, strip_accents, write_tokenizer = _single_model_tokenizer(folder, family)
     config = load_config(base_config)
-    model = albert.model_config_from_hf(hf_config, config.model)
-    lowercase, strip_accents = albert.tokenizer_settings(folder)
+    model = family.model_config_from_hf(hf_config, config.model)
     config = dataclasses.replace(config, model=model, data=dataclasses.replace(
         config.data, vocab_size=model.vocab_size, lowercase=lowercase, strip_accents=strip_accents, tokenizer="",
         seq_len=min(config.data.seq_len, model.max_position_embeddings)))
@@ -283,16 +304,20 @@ def import_albert(folder: Path, out_dir: Path, base_config: str | Path | None, l
     params = jax.tree.map(np.asarray, state.params)
     fill_params(params, model, tensors, architecture, folder)
     log(f"imported {architecture} from {folder}")
-    fresh = albert.fresh_rows(model, architecture)
+    dropped = sorted(name for name in tensors if name.startswith(BERT_DROPPED))
+    if dropped:
+        log(f"not kept (no such head here): {', '.join(dropped)}")
+    fresh = family.fresh_rows(model, architecture)
     if fresh:
         log(f"freshly initialised (not in an {architecture}): {', '.join(fresh)}")
     state = state.replace(params=jax.tree.map(jnp.asarray, params))
     with staged_folder(out_dir, "import") as staging:
         save_config(config, staging / "config.yaml")
-        save_sentencepiece((folder / "spiece.model").read_bytes(), staging / "tokenizer", lowercase=lowercase,
-                           strip_accents=strip_accents)
+        write_tokenizer(staging / "tokenizer")
         checkpointer = Checkpointer(staging / "checkpoints", dataclasses.replace(config.checkpoint, async_save=False))
         checkpointer.save(0, state)  # no data position: pretraining starts its data from the beginning
         checkpointer.close()
-    log(f"wrote {out_dir} (continue with: electra-jax pretrain --config {out_dir}/config.yaml --run-dir {out_dir})")
+    follow = (f"fine-tune with: electra-jax finetune --init {out_dir} ..." if model.architecture == "bert" else
+              f"continue with: electra-jax pretrain --config {out_dir}/config.yaml --run-dir {out_dir}")
+    log(f"wrote {out_dir} ({follow})")
     return out_dir

@@ -1,4 +1,4 @@
-"""The name tables between our ELECTRA and ALBERT parameters and Hugging Face's PyTorch state dicts.
+"""The name tables between our ELECTRA, ALBERT and BERT parameters and Hugging Face's PyTorch state dicts.
 
 Each row is (our parameter path, HF tensor name, layout). `transpose` marks linear kernels: Flax
 stores (in, out), PyTorch (out, in). Both layouts are their own inverse, so export and import walk the
@@ -88,6 +88,8 @@ def rows_for(model: ModelConfig, architecture: str) -> list[tuple[str, str, str]
     """(our path, full HF name, layout) for every tensor of `architecture` under `model`."""
     if architecture.startswith("Albert"):
         return albert_rows(model, architecture)
+    if architecture.startswith("Bert"):
+        return bert_rows(model, architecture)
     tower, head = ARCHITECTURES[architecture]
     body_prefix = "" if architecture == "ElectraModel" else ENCODER_PREFIX
     body = list(EMBEDDINGS)
@@ -161,5 +163,40 @@ def albert_rows(model: ModelConfig, architecture: str) -> list[tuple[str, str, s
     return [(r.ours, prefix + r.hf, r.layout) for r in body] + [(r.ours, r.hf, r.layout) for r in head]
 
 
+# ---------------------------------------------------------------------------- BERT
+
+BERT_PREFIX = "bert."  # of the body in BertForMaskedLM / BertForPreTraining (not BertModel)
+BERT_LAYER = [Row(f"encoder/layer_{{i}}/{ours}", f"encoder.layer.{{i}}.{bert}", layout)
+              for ours, bert, _, layout in BLOCK]
+BERT_POOLER = [Row("pooler/kernel", "pooler.dense.weight", TRANSPOSE), Row("pooler/bias", "pooler.dense.bias", SAME)]
+BERT_MLM_HEAD = [  # the decoder weight is tied to the word embeddings, its bias to cls.predictions.bias
+    Row("predictions_dense/kernel", "cls.predictions.transform.dense.weight", TRANSPOSE),
+    Row("predictions_dense/bias", "cls.predictions.transform.dense.bias", SAME),
+    Row("predictions_LayerNorm/scale", "cls.predictions.transform.LayerNorm.weight", SAME),
+    Row("predictions_LayerNorm/bias", "cls.predictions.transform.LayerNorm.bias", SAME),
+    Row("predictions_bias", "cls.predictions.bias", SAME),
+]
+BERT_TIED = {"cls.predictions.decoder.weight": BERT_PREFIX + "embeddings.word_embeddings.weight",
+             "cls.predictions.decoder.bias": "cls.predictions.bias"}
+BERT_DROPPED = ("cls.seq_relationship.",)  # BertForPreTraining's next-sentence head: not part of our BERT
+
+# (rows added to the body, head rows) of each HF BERT architecture.
+BERT_ARCHITECTURES = {
+    "BertForMaskedLM": ([], BERT_MLM_HEAD),  # transformers builds it without the pooler
+    "BertForPreTraining": (BERT_POOLER, BERT_MLM_HEAD),
+    "BertModel": (BERT_POOLER, []),
+}
+
+
+def bert_rows(model: ModelConfig, architecture: str) -> list[tuple[str, str, str]]:
+    """(our path, full HF name, layout) for every tensor of a BERT `architecture` under `model`."""
+    pooler, head = BERT_ARCHITECTURES[architecture]
+    prefix = "" if architecture == "BertModel" else BERT_PREFIX
+    layers = [row._replace(ours=row.ours.format(i=i), hf=row.hf.format(i=i))
+              for i in range(model.num_layers) for row in BERT_LAYER]
+    body = [*EMBEDDINGS, *layers, *pooler]
+    return [(r.ours, prefix + r.hf, r.layout) for r in body] + [(r.ours, r.hf, r.layout) for r in head]
+
+
 # Tensors a file may store beside what they are tied to (HF re-ties them on load): name -> the source.
-TIED = {TIED_DECODER: ENCODER_PREFIX + "embeddings.word_embeddings.weight", **ALBERT_TIED}
+TIED = {TIED_DECODER: ENCODER_PREFIX + "embeddings.word_embeddings.weight", **ALBERT_TIED, **BERT_TIED}

@@ -1,0 +1,99 @@
+"""BERT to and from Hugging Face PyTorch: BertForMaskedLM out; BertForMaskedLM, BertForPreTraining (its
+next-sentence head dropped) or BertModel in. The same name table (`names.bert_rows`) both ways, the
+WordPiece tokenizer files beside the weights.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from electra_jax.config import Config, ModelConfig
+from electra_jax.hf.names import BERT_PREFIX, bert_rows, convert, get_path
+
+ARCHITECTURE = "BertForMaskedLM"  # what export writes
+PREFIX = BERT_PREFIX
+
+
+# ---------------------------------------------------------------------------- export
+
+def hf_config(config: Config) -> dict:
+    m = config.model
+    return {
+        "architectures": [ARCHITECTURE], "model_type": "bert", "vocab_size": m.vocab_size,
+        "hidden_size": m.hidden_size, "num_hidden_layers": m.num_layers, "num_attention_heads": m.num_heads,
+        "intermediate_size": m.intermediate_size, "hidden_act": "gelu", "hidden_dropout_prob": m.dropout_rate,
+        "attention_probs_dropout_prob": m.attention_dropout_rate, "max_position_embeddings": m.max_position_embeddings,
+        "type_vocab_size": m.type_vocab_size, "initializer_range": m.initializer_range,
+        "layer_norm_eps": m.layer_norm_eps, "pad_token_id": 0, "tie_word_embeddings": True,
+        "position_embedding_type": "absolute", "dtype": "float32",
+    }
+
+
+def state_dict(model: ModelConfig, params: dict, architecture: str = ARCHITECTURE) -> dict[str, np.ndarray]:
+    return {hf: convert(get_path(params, ours), layout) for ours, hf, layout in bert_rows(model, architecture)}
+
+
+def model_card(config: Config, step: int, num_params: int) -> str:
+    m = config.model
+    rows = [("layers", m.num_layers), ("hidden size", m.hidden_size), ("attention heads", m.num_heads),
+            ("feed-forward size", m.intermediate_size), ("vocabulary", f"{m.vocab_size} (WordPiece)"),
+            ("max positions", m.max_position_embeddings), ("parameters", f"{num_params:,}")]
+    return "\n".join([
+        "# BERT", "", f"`{ARCHITECTURE}` written by electra-jax (step {step:,} of its run). Load it as `BertModel`, "
+        "`BertForTokenClassification` or `BertForSequenceClassification` to fine-tune.", "", "| | |", "|---|---|",
+        *(f"| {a} | {b} |" for a, b in rows), "", "## Usage", "", "```python",
+        "from transformers import pipeline", "", 'fill = pipeline("fill-mask", model="path/to/this/folder")',
+        'print(fill("Your [MASK] here"))', "```", ""])
+
+
+def export_bert(config: Config, params: dict, run_dir: Path, step: int, out: Path) -> None:
+    from safetensors.numpy import save_file
+    from tokenizers import Tokenizer
+
+    from electra_jax.data.text_tokenizer import tokenizer_kind
+    from electra_jax.data.tokenizer import save_tokenizer
+    if tokenizer_kind(run_dir / "tokenizer") != "wordpiece":
+        raise ValueError(f"export: {run_dir / 'tokenizer'} is not a WordPiece tokenizer, which BERT needs")
+    tensors = state_dict(config.model, params)
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(hf_config(config), indent=2) + "\n")
+    save_tokenizer(Tokenizer.from_file(str(run_dir / "tokenizer" / "tokenizer.json")), out, "BertTokenizer")
+    (out / "README.md").write_text(model_card(config, step, sum(t.size for t in tensors.values())))
+
+
+# ---------------------------------------------------------------------------- import
+
+def detect_architecture(tensors: dict) -> str:
+    has_head = any(name.startswith("cls.predictions.") for name in tensors)
+    has_pooler = any(".pooler." in name or name.startswith("pooler.") for name in tensors)
+    if has_head:
+        return "BertForPreTraining" if has_pooler else "BertForMaskedLM"
+    return "BertModel"
+
+
+def model_config_from_hf(hf: dict, base: ModelConfig) -> ModelConfig:
+    return dataclasses.replace(
+        base, architecture="bert", vocab_size=hf["vocab_size"], embedding_size=hf["hidden_size"],
+        hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
+        intermediate_size=hf["intermediate_size"], max_position_embeddings=hf["max_position_embeddings"],
+        type_vocab_size=hf.get("type_vocab_size", 2), layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        initializer_range=hf.get("initializer_range", 0.02), dropout_rate=hf.get("hidden_dropout_prob", 0.1),
+        attention_dropout_rate=hf.get("attention_probs_dropout_prob", 0.1))
+
+
+def config_problems(hf: dict) -> list[str]:
+    problems = []
+    if hf.get("hidden_act", "gelu") != "gelu":
+        problems.append(f"hidden_act is {hf.get('hidden_act')!r} (only exact 'gelu' is supported)")
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        problems.append(f"position_embedding_type is {hf.get('position_embedding_type')!r}, not 'absolute'")
+    return problems
+
+
+def fresh_rows(model: ModelConfig, architecture: str) -> list[str]:
+    """Our parameters an `architecture` does not carry (they keep their initialisation)."""
+    full = {ours for ours, _, _ in bert_rows(model, "BertForPreTraining")}
+    return sorted(full - {ours for ours, _, _ in bert_rows(model, architecture)})
