@@ -6,6 +6,7 @@ from pathlib import Path
 import grain
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
 
 from electra_jax.config import CheckpointConfig
 
@@ -13,10 +14,24 @@ from electra_jax.config import CheckpointConfig
 class Checkpointer:
     def __init__(self, directory: str | Path, config: CheckpointConfig, read_only: bool = False):
         self.config = config
+        policies = [checkpoint_managers.FixedIntervalPolicy(config.every_steps),
+                    checkpoint_managers.PreemptionCheckpointingPolicy()]
+        if config.every_minutes:  # decided on the primary host and broadcast, so all hosts save together
+            policies.append(checkpoint_managers.ContinuousCheckpointingPolicy(
+                minimum_interval_secs=max(1, round(config.every_minutes * 60))))
         options = ocp.CheckpointManagerOptions(max_to_keep=config.keep, create=not read_only, read_only=read_only,
-                                               enable_async_checkpointing=config.async_save and not read_only)
+                                               enable_async_checkpointing=config.async_save and not read_only,
+                                               save_decision_policy=checkpoint_managers.AnySavePolicy(policies))
         self.directory = Path(directory).absolute()
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def should_save(self, step: int) -> bool:
+        """Every `every_steps` steps, every `every_minutes`, or at a preemption sync point."""
+        return self.manager.should_save(step)
+
+    def reached_preemption(self, step: int) -> bool:
+        """All processes agreed to stop at `step` (JAX's preemption service; always False for one process)."""
+        return self.manager.reached_preemption(step)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()

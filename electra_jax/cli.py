@@ -11,12 +11,19 @@ from electra_jax.config import ConfigError
 def _pretrain(args) -> int:
     from electra_jax.config import load_config
     config = load_config(args.config, args.overrides)  # config errors before jax is even imported
+    from electra_jax.distributed import initialize
+    initialize(args.coordinator, args.num_processes, args.process_id, auto=args.multihost)
     from electra_jax.train import NonFiniteLossError, pretrain
     try:
         summary = pretrain(config, args.run_dir, progress=not args.no_progress)
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    from electra_jax.preemption import EXIT_CODE
+    code = EXIT_CODE if summary["preempted"] else 0  # preempted: saved, not finished; a babysitter reruns it
+    import jax
+    if jax.process_index() != 0:  # one voice for the run: process 0's
+        return code
     final = summary["final"]
     if final:
         from electra_jax.train import SUMMARY
@@ -26,7 +33,7 @@ def _pretrain(args) -> int:
     print(f"metrics:     {summary['metrics']}")
     print(f"tensorboard: {summary['tensorboard']}")
     print(f"plot:        {summary['plot']}")
-    return 0
+    return code
 
 
 def _tokenizer_train(args) -> int:
@@ -90,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--config", required=True, help="YAML preset, e.g. configs/electra_smoke.yaml")
     pre.add_argument("--run-dir", default="runs/smoke", help="checkpoints, metrics, plot and resolved config")
     pre.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pre.add_argument("--multihost", action="store_true", help="join a multi-process run whose layout JAX finds "
+                                                              "itself (TPU VM slices, SLURM, Open MPI)")
+    pre.add_argument("--coordinator", metavar="HOST:PORT", help="multi-process run: process 0's address")
+    pre.add_argument("--num-processes", type=int, help="multi-process run: how many processes")
+    pre.add_argument("--process-id", type=int, help="multi-process run: this process's id, 0 .. N-1")
     pre.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. train.steps=1000")
     pre.set_defaults(run=_pretrain)
 

@@ -122,6 +122,8 @@ class MeshConfig:
 @dataclass(frozen=True)
 class CheckpointConfig:
     every_steps: int = 1000
+    every_minutes: float = 0.0  # also save when this much time has passed since the last save (0: off; a
+    #                             run without a checkpoint yet saves at its first step)
     keep: int = 3
     async_save: bool = True
 
@@ -357,6 +359,9 @@ def validate(config: Config, num_devices: int | None = None) -> None:
         raise ConfigError(f"config: schedule.warmup_steps={s.warmup_steps} must be shorter than train.steps "
                           f"and every restart period")
     _positive("checkpoint.every_steps", config.checkpoint.every_steps)
+    if config.checkpoint.every_minutes < 0:
+        raise ConfigError(f"config: checkpoint.every_minutes must be >= 0 (0: off), got "
+                          f"{config.checkpoint.every_minutes}")
     _positive("checkpoint.keep", config.checkpoint.keep)
     validate_mesh(config, num_devices)
 

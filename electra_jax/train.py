@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
+from jax.experimental import multihost_utils
 
 from electra_jax.checkpoint import Checkpointer, abstract_with_shardings
 from electra_jax.config import Config, ConfigError, MeshConfig, save_config, validate
@@ -33,6 +34,7 @@ from electra_jax.models.albert import Albert
 from electra_jax.models.bert import Bert
 from electra_jax.models.electra import Electra
 from electra_jax.optim import make_optimizer, make_schedule
+from electra_jax.preemption import PreemptionWatch
 from electra_jax.steps import AlbertObjective, ElectraObjective
 
 
@@ -286,6 +288,10 @@ def _check_finite(step: int, values: dict[str, float], checkpointer: Checkpointe
             f"to resume.")
 
 
+def _quiet(*_):
+    pass
+
+
 def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = True) -> dict:
     """Train (or resume) in `run_dir`; returns a summary of the run."""
     run_dir = Path(run_dir)
@@ -294,10 +300,17 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
         raise ConfigError("config: model.architecture=bert is for imported models and distilled students; "
                           "pretrain an electra or albert model")
     _check_inputs(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config, data_folder, metadata = prepare_data(config, run_dir, log)
-    save_config(config, run_dir / "config.yaml")
     is_main = jax.process_index() == 0
+    if not is_main:
+        log = _quiet  # one voice for the run: process 0's
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if is_main:  # the tokenizer and packed corpus are made once; the other processes then read them
+        config_with_vocab, data_folder, metadata = prepare_data(config, run_dir, log)
+        save_config(config_with_vocab, run_dir / "config.yaml")
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("electra-jax: run directory ready")
+    config, data_folder, metadata = (config_with_vocab, data_folder, metadata) if is_main else prepare_data(
+        config, run_dir, log)
 
     mesh = make_mesh(config)
     word_starts = (load_text_tokenizer(run_dir / "tokenizer").word_starts()
@@ -351,19 +364,25 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
                                 tok_s=f"{values['tokens_per_second']:.0f}", refresh=False)
         last_values = values
 
+    preempted_at = None
     try:
-        for step in range(start + 1, end + 1):
-            batch, digest = next_batch()  # read while the device still runs the previous step
-            state, metrics = step_fn(state, batch)
-            if pending is not None:
-                handle(*pending)
-            pending = (step, metrics, digest)
-            if bar is not None:
-                bar.update(1)
-            if step % config.checkpoint.every_steps == 0 or step == end:
-                handle(*pending)  # never save a state whose loss we have not seen to be finite
-                pending = None
-                checkpointer.save(step, state, data)
+        with PreemptionWatch() as watch:
+            for step in range(start + 1, end + 1):
+                batch, digest = next_batch()  # read while the device still runs the previous step
+                state, metrics = step_fn(state, batch)
+                if pending is not None:
+                    handle(*pending)
+                pending = (step, metrics, digest)
+                if bar is not None:
+                    bar.update(1)
+                preempted = watch.reached(step, checkpointer)  # every step: the multi-host protocol needs it
+                if checkpointer.should_save(step) or preempted or step == end:
+                    handle(*pending)  # never save a state whose loss we have not seen to be finite
+                    pending = None
+                    checkpointer.save(step, state, data)
+                if preempted:
+                    preempted_at = step
+                    break
         if pending is not None:
             handle(*pending)
     finally:
@@ -372,6 +391,10 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
         writer.close()
         checkpointer.close()
     plot = plot_metrics(writer.path, run_dir / "curves.png") if is_main and writer.path.exists() else None
-    return {"run_dir": run_dir, "start_step": start, "end_step": end, "final": last_values,
+    if preempted_at is not None:
+        log(f"preempted (SIGTERM): saved step {preempted_at} in {run_dir / 'checkpoints'}; run the same command "
+            f"again to resume")
+    return {"run_dir": run_dir, "start_step": start, "end_step": preempted_at or end, "final": last_values,
+            "preempted": preempted_at is not None,
             "checkpoints": run_dir / "checkpoints", "metrics": writer.path, "plot": plot,
             "tensorboard": run_dir / "tensorboard"}

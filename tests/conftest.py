@@ -31,3 +31,22 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (only the project's own checkout has it)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tiny_corpus, tmp_path_factory):
+    # Two run directories compared step by step must share a vocabulary (tokenizer training breaks
+    # frequency ties in hash order); a resumed run reuses its own saved tokenizer anyway.
+    from electra_jax.data.tokenizer import save_tokenizer, train_wordpiece
+    out = tmp_path_factory.mktemp("tokenizer")
+    save_tokenizer(train_wordpiece([tiny_corpus], 300), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared(tiny_corpus, tokenizer_dir, tmp_path_factory):
+    from electra_jax.data.prepare import PackOptions, prepare
+    out = tmp_path_factory.mktemp("prepared") / "data"
+    prepare([str(tiny_corpus)], tokenizer_dir, out, PackOptions(seq_len=32), workers=0, progress=False,
+            log=lambda _: None)
+    return out

@@ -1,4 +1,5 @@
-"""End-to-end runs of `electra-jax pretrain` in fresh processes: exact resume and the NaN stop."""
+"""End-to-end runs of `electra-jax pretrain` in fresh processes: exact resume (after a stop, SIGKILL or
+SIGTERM) and the NaN stop."""
 import json
 import os
 import signal
@@ -12,16 +13,6 @@ import pytest
 
 from electra_jax.metrics import read_metrics
 from tests.conftest import REPO, TINY
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tiny_corpus, tmp_path_factory):
-    # Two run directories compared step by step must share a vocabulary (tokenizer training breaks
-    # frequency ties in hash order); a resumed run reuses its own saved tokenizer anyway.
-    from electra_jax.data.tokenizer import save_tokenizer, train_wordpiece
-    out = tmp_path_factory.mktemp("tokenizer")
-    save_tokenizer(train_wordpiece([tiny_corpus], 300), out)
-    return out
 
 
 ENV = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as a user has
@@ -65,20 +56,19 @@ def test_exact_resume_in_a_new_process(tmp_path, tiny_corpus, tokenizer_dir):
 
 
 @pytest.fixture(scope="module")
-def prepared(tiny_corpus, tokenizer_dir, tmp_path_factory):
-    from electra_jax.data.prepare import PackOptions, prepare
-    out = tmp_path_factory.mktemp("prepared") / "data"
-    prepare([str(tiny_corpus)], tokenizer_dir, out, PackOptions(seq_len=32), workers=0, progress=False,
-            log=lambda _: None)
-    return out
+def straight(prepared, tmp_path_factory):
+    """An uninterrupted 300-step run: the trajectory the interrupted ones must follow (checkpoint settings do
+    not change it)."""
+    run_dir = tmp_path_factory.mktemp("straight")
+    result = _run(run_dir, "train.steps=300", "checkpoint.every_steps=20", f"data.prepared={prepared}")
+    assert result.returncode == 0, result.stderr
+    return run_dir
 
 
-def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, prepared):
+def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, prepared, straight):
     """Killed without warning mid-run (perhaps mid-save), rerun with the same command: every step's batch and
     loss equal those of a run that was never interrupted."""
     common = ("train.steps=300", "checkpoint.every_steps=20", f"data.prepared={prepared}")
-    straight = _run(tmp_path / "straight", *common)
-    assert straight.returncode == 0, straight.stderr
     victim_dir = tmp_path / "killed"
     victim = subprocess.Popen(_command(victim_dir, *common), env=ENV, cwd=REPO, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
@@ -96,10 +86,41 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, prep
     resumed = _run(victim_dir, *common)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from step {finished[-1]}" in resumed.stdout + resumed.stderr
-    a, b = _losses(tmp_path / "straight"), _losses(victim_dir)
-    assert sorted(a) == sorted(b) == list(range(1, 301))
-    assert _hashes(tmp_path / "straight") == _hashes(victim_dir)
-    np.testing.assert_allclose([b[s] for s in range(1, 301)], [a[s] for s in range(1, 301)], rtol=0, atol=1e-6)
+    _assert_same_trajectory(straight, victim_dir, 300)
+
+
+def _assert_same_trajectory(straight_dir, other_dir, steps):
+    a, b = _losses(straight_dir), _losses(other_dir)
+    assert sorted(a) == sorted(b) == list(range(1, steps + 1))
+    assert _hashes(straight_dir) == _hashes(other_dir)
+    np.testing.assert_allclose([b[s] for s in range(1, steps + 1)], [a[s] for s in range(1, steps + 1)], rtol=0,
+                               atol=1e-6)
+
+
+def test_sigterm_saves_the_interrupted_step_and_the_rerun_continues_the_trajectory(tmp_path, prepared, straight):
+    """SIGTERM (a spot VM's preemption notice) mid-run: the trainer saves the step it is on and exits with
+    128 + SIGTERM; the same command resumes there and every later loss equals the uninterrupted run's."""
+    common = ("train.steps=300", "checkpoint.every_steps=1000", "checkpoint.every_minutes=30",
+              f"data.prepared={prepared}")
+    victim_dir = tmp_path / "preempted"
+    victim = subprocess.Popen(_command(victim_dir, *common), env=ENV, cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    metrics, deadline = victim_dir / "metrics.jsonl", time.time() + 300
+    while time.time() < deadline and victim.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 30:
+            break
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGTERM)
+    out, err = victim.communicate(timeout=120)
+    assert victim.returncode == 128 + signal.SIGTERM, err[-2000:]
+    saved = sorted(int(p.name) for p in (victim_dir / "checkpoints").iterdir() if p.name.isdigit())
+    stopped = max(_losses(victim_dir))
+    assert 30 <= stopped < 300 and saved[-1] == stopped, (saved, stopped)
+    assert f"preempted (SIGTERM): saved step {stopped}" in out
+    resumed = _run(victim_dir, *common)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from step {stopped}" in resumed.stdout + resumed.stderr
+    _assert_same_trajectory(straight, victim_dir, 300)
 
 
 def test_prepared_data_must_match_the_model(tmp_path, prepared, tiny_corpus):

@@ -1,7 +1,9 @@
 """Prepared ArrayRecord shards -> this host's slice of each global batch, through Grain.
 
-A seeded global shuffle (a new permutation each epoch), then each host takes every `process_count`-th
-example (disjoint slices that together cover the data), decodes and batches. The iterator's state is a
+A seeded global shuffle (a new permutation each epoch) cut into global batches; each host takes its
+contiguous block of rows of every global batch (host i: rows i*b..(i+1)*b-1, b = batch / hosts), so the
+global batch - rows in order - is the same whatever the number of hosts, and the slices are disjoint and
+cover the data. The iterator's state is a
 batch counter saved in the Orbax checkpoint beside the model, with a spec of what it counts (seed, batch
 size, hosts, data) so a resume that would silently read other batches is refused instead.
 """
@@ -39,7 +41,8 @@ class PretrainingData:
             return {name: example[name] for name in fields}
 
         dataset = grain.MapDataset.source(source).seed(seed).shuffle()
-        dataset = dataset[:per_host * process_count][process_index::process_count]
+        dataset = dataset[:len(source) // global_batch * global_batch]  # whole global batches only
+        dataset = HostRows(dataset, global_batch, process_index, process_count)
         dataset = dataset.repeat(None).map(decode).batch(self.local_batch, drop_remainder=True)
         # Reads run between dispatching one step and the next, while the device computes; on this
         # project's CPUs reader threads only contend for the interpreter.
@@ -47,7 +50,8 @@ class PretrainingData:
         # The saved state counts batches: it means the same only for the same data, order and batch.
         # The metadata names the tokenizer, the options (seed included), the sources and every count.
         digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()[:16]
-        self.spec = {"seed": seed, "global_batch": global_batch, "process_count": process_count, "data": digest}
+        self.spec = {"seed": seed, "global_batch": global_batch, "process_count": process_count, "data": digest,
+                     "order": "host-rows"}
 
     def saved_state(self) -> "FrozenState":
         return FrozenState(self.iterator.get_state())
@@ -57,6 +61,29 @@ class PretrainingData:
 
     def __iter__(self):
         return self
+
+
+class HostRows(grain.MapDataset):
+    """One host's rows of every global batch of `parent` (whose length is a multiple of the global batch).
+    Indices past the end run into the next epoch, as Grain's own transforms do."""
+
+    def __init__(self, parent: grain.MapDataset, global_batch: int, process_index: int, process_count: int):
+        super().__init__(parent)
+        self._global, self._local = global_batch, global_batch // process_count
+        self._offset = process_index * self._local
+
+    def __len__(self) -> int:
+        return len(self._parent) // self._global * self._local
+
+    def __str__(self) -> str:
+        return f"HostRows(rows {self._offset}..{self._offset + self._local - 1} of each {self._global})"
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        epoch, index = divmod(index, len(self))
+        batch, row = divmod(index, self._local)
+        return self._parent[epoch * len(self._parent) + batch * self._global + self._offset + row]
 
 
 class FrozenState:
