@@ -21,7 +21,7 @@ smoke: $(VENV)/.base
 	$(VENV)/bin/electra-jax pretrain --config configs/electra_smoke.yaml --run-dir $(RUN_DIR)
 
 test: $(VENV)/.test
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile tests
 
 bench: $(VENV)/.test
 	$(VENV)/bin/python benchmarks/train_step.py --rounds 3

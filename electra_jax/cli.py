@@ -36,6 +36,19 @@ def _pretrain(args) -> int:
     return code
 
 
+def _bench(args) -> int:
+    import json
+
+    from electra_jax.config import load_config
+    config = load_config(args.config, args.overrides)
+    from electra_jax.bench import bench
+    result = bench(config, steps=args.steps, warmup=args.warmup)
+    if args.json:
+        with open(args.json, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"config": args.config, "overrides": args.overrides, **result}) + "\n")
+    return 0
+
+
 def _tokenizer_train(args) -> int:
     from electra_jax.data.vocabulary import VocabularyOptions, train_vocabulary
     options = VocabularyOptions(kind=args.kind, vocab_size=args.vocab_size, lowercase=args.lowercase,
@@ -113,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("out_dir", metavar="OUT_DIR", help="a new (or empty) folder")
     exp.add_argument("--step", type=int, help="which checkpoint (default: the newest finished one)")
     exp.set_defaults(run=_export)
+
+    ben = commands.add_parser("bench", help="time a config's train step on the devices at hand (synthetic "
+                                            "batches): compile time, step time, tokens/s, MFU, peak memory")
+    ben.add_argument("--config", required=True, help="YAML preset, e.g. configs/electra_small.yaml")
+    ben.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
+    ben.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
+    ben.add_argument("--json", metavar="FILE", help="also append the result as one JSON line to FILE")
+    ben.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. model.dtype=bfloat16")
+    ben.set_defaults(run=_bench)
 
     imp = commands.add_parser("import", help="turn Hugging Face ELECTRA, ALBERT or BERT weights into a run "
                                              "directory that pretrain continues (ELECTRA, ALBERT) and fine-tuning "

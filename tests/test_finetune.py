@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 
@@ -145,7 +146,7 @@ def test_ner_fine_tunes_above_chance_and_answers_through_the_pipeline(danish):
 
 
 def test_random_init_baseline_and_ud_pos(danish, shared_data):
-    _cli("finetune", "--task", "ner", "--train", str(danish / "train.tsv"), "--dev", str(danish / "dev.tsv"),
+    _cli("finetune", "--task", "ner", "--train", str(danish / "dev.tsv"), "--dev", str(danish / "dev.tsv"),
          "--init", str(danish / "run"), "--out", str(danish / "random"), "--epochs", "1", "--random-init",
          "--seq-len", "64")
     assert json.loads((danish / "random" / "results.json").read_text())["random_init"] is True
@@ -177,15 +178,26 @@ def test_sentence_pair_classification(danish):
 
 
 def test_albert_token_and_sentence_heads(danish):
-    """An ALBERT run fine-tunes with both heads; the exports are AlbertFor…Classification with logits parity."""
-    _cli("pretrain", "--config", str(REPO / "configs" / "albert_smoke.yaml"), "--run-dir", str(danish / "albert"),
-         "--no-progress", f"data.corpus=[{danish / 'text.txt'}]", "data.vocab_size=2000",
-         "data.blank_lines_separate_docs=false", "train.steps=40", "schedule.warmup_steps=10",
-         "checkpoint.every_steps=40")
+    """A published-style ALBERT folder (random AlbertForPreTraining + its SentencePiece model) fine-tunes with
+    both heads; the exports are AlbertFor…Classification with our logits."""
+    import torch
+    import transformers
+    from electra_jax.cli import main
+    assert main(["tokenizer", "train", "--kind", "sentencepiece", "--input", str(danish / "text.txt"), "--out",
+                 str(danish / "albert-tok"), "--vocab-size", "2000"]) == 0
+    torch.manual_seed(0)
+    model = transformers.AlbertForPreTraining(transformers.AlbertConfig(
+        vocab_size=2000, embedding_size=32, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=128, max_position_embeddings=128, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, classifier_dropout_prob=0.1))
+    model.save_pretrained(danish / "albert-hf")
+    for name in ("spiece.model", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(danish / "albert-tok" / name, danish / "albert-hf" / name)
     _cli("finetune", "--task", "ner", "--train", str(danish / "dev.tsv"), "--dev", str(danish / "dev.tsv"),
-         "--init", str(danish / "albert"), "--out", str(danish / "albert-ner"), "--epochs", "1", "--seq-len", "64")
-    _assert_hf_parity(danish / "albert", danish / "albert-ner" / "hf", per_token=True)
+         "--init", str(danish / "albert-hf"), "--out", str(danish / "albert-ner"), "--epochs", "1", "--seq-len",
+         "64")
+    _assert_hf_parity(danish / "albert-ner" / "init", danish / "albert-ner" / "hf", per_token=True)
     _cli("finetune", "--task", "classify", "--train", str(danish / "pairs_dev.tsv"), "--dev",
          str(danish / "pairs_dev.tsv"), "--text-field", "premise", "--pair-field", "hypothesis", "--init",
-         str(danish / "albert"), "--out", str(danish / "albert-classify"), "--epochs", "1", "--seq-len", "64")
-    _assert_hf_parity(danish / "albert", danish / "albert-classify" / "hf", per_token=False)
+         str(danish / "albert-hf"), "--out", str(danish / "albert-classify"), "--epochs", "1", "--seq-len", "64")
+    _assert_hf_parity(danish / "albert-classify" / "init", danish / "albert-classify" / "hf", per_token=False)

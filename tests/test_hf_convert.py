@@ -175,8 +175,10 @@ def test_import_errors_name_the_problem_and_write_nothing(tmp_path):
         assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))
 
     fails("does not exist", tmp_path / "nowhere")
+    (disc / "config.json").write_text(json.dumps({**settings, "model_type": "roberta"}))
+    fails("model_type is 'roberta'")
     (disc / "config.json").write_text(json.dumps({**settings, "model_type": "bert"}))
-    fails("model_type is 'bert'")
+    fails("holds a BertModel; a discriminator/generator pair")
     (disc / "config.json").write_text(json.dumps({**settings, "vocab_size": VOCAB + 8}))
     fails(r"disagree on vocab_size \(128 vs 120\)")
     (disc / "config.json").write_text(json.dumps({**settings, "intermediate_size": 96}))

@@ -41,7 +41,7 @@ def test_decay_mask_excludes_layernorm_and_biases():
     config = load_config(None, ["model.vocab_size=50", "model.num_layers=1", "model.hidden_size=32",
                                 "model.num_heads=2", "model.embedding_size=16", "model.intermediate_size=64"])
     ids = jnp.zeros((1, 8), jnp.int32)
-    params = Electra(config.model).init(jax.random.key(0), ids, ids, ids + 1, ids[:, :2])["params"]
+    params = jax.jit(Electra(config.model).init)(jax.random.key(0), ids, ids, ids + 1, ids[:, :2])["params"]
     flat = jax.tree_util.tree_flatten_with_path(decay_mask(params))[0]
     names = {"/".join(str(getattr(k, "key", "")) for k in path).strip("/"): v for path, v in flat}
     assert names["embeddings/LayerNorm/scale"] is False and names["embeddings/LayerNorm/bias"] is False
@@ -54,7 +54,7 @@ def test_decay_mask_excludes_layernorm_and_biases():
     # And the optimizer really leaves a LayerNorm scale undecayed when its gradient is zero.
     tx = make_optimizer(config.optimizer, lambda _: 1.0)
     params = jax.tree.map(lambda x: jnp.ones_like(x), __import__("flax").linen.unbox(params))
-    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    updates, _ = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
     assert float(jnp.abs(updates["embeddings"]["LayerNorm"]["scale"]).max()) == 0.0
     assert float(updates["embeddings"]["word_embeddings"]["embedding"].max()) == pytest.approx(-0.01)
 

@@ -217,6 +217,9 @@ def import_hf(source: str | Path, out_dir: str | Path, generator: str | Path | N
     by_tower = {}  # tower -> (folder, config.json, tensors, architecture)
     for folder in (f for f in (first_folder, generator_folder) if f is not None):
         hf_config, tensors, architecture = read_model_folder(folder)
+        if architecture not in ARCHITECTURES:
+            raise HFImportError(f"import: {folder} holds a {architecture}; a discriminator/generator pair (and "
+                                f"--generator) takes ELECTRA models")
         tower = ARCHITECTURES[architecture][0]
         if tower in by_tower:
             raise HFImportError(f"import: two {tower} models given ({by_tower[tower][0]} and {folder})")
