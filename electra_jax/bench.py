@@ -107,6 +107,7 @@ def bench(config: Config, steps: int = 10, warmup: int = 2, log=print) -> dict:
         peak = per_device * len(devices) if per_device else None
         source = f"table: {kind} {dtype}" if per_device else f"no table entry for {kind}"
     result = {"devices": len(devices), "device_kind": kind, "dtype": dtype, "remat": config.model.remat,
+              "attention": config.model.attention,
               "batch": config.train.batch_size, "seq_len": config.data.seq_len, "compile_s": compile_seconds,
               "step_s": step_seconds, "steps_timed": steps, "tokens_per_s": tokens_per_second,
               "model_tflops_per_s": achieved / 1e12, "peak_tflops_per_s": peak / 1e12 if peak else None,
@@ -129,7 +130,8 @@ def _report(r: dict) -> str:
     mfu = f"{100 * r['mfu']:.1f}% of {r['peak_tflops_per_s']:.2f} TFLOP/s ({r['peak_source']})" if r["mfu"] else \
         f"unknown ({r['peak_source']})"
     return "\n".join([
-        f"devices:      {r['devices']} x {r['device_kind']} ({r['dtype']} compute, remat {r['remat']})",
+        f"devices:      {r['devices']} x {r['device_kind']} ({r['dtype']} compute, remat {r['remat']}, "
+        f"attention {r['attention']})",
         f"batch:        {r['batch']} x {r['seq_len']} tokens",
         f"compile:      {r['compile_s']:.1f} s",
         f"step:         {r['step_s'] * 1000:.1f} ms (median of {r['steps_timed']})",

@@ -43,7 +43,8 @@ class ModelConfig:
     initializer_range: float = 0.02
     dtype: str = "float32"  # compute dtype: float32 or bfloat16
     param_dtype: str = "float32"
-    remat: bool = False
+    remat: str = "none"  # none | full (recompute each layer in the backward pass) | dots (keep matmul outputs)
+    attention: str = "einsum"  # einsum (ours, with attention dropout) | jax (jax.nn.dot_product_attention) | cudnn
 
     @property
     def generator_hidden_size(self) -> int:
@@ -289,6 +290,13 @@ def validate(config: Config, num_devices: int | None = None) -> None:
         raise ConfigError(f"config: model.vocab_size must be >= 0 (0: from the tokenizer), got {m.vocab_size}")
     if m.architecture not in ("electra", "albert", "bert"):
         raise ConfigError(f"config: model.architecture must be electra, albert or bert, got {m.architecture!r}")
+    if m.remat not in ("none", "full", "dots"):
+        raise ConfigError(f"config: model.remat must be none, full or dots, got {m.remat!r}")
+    if m.attention not in ("einsum", "jax", "cudnn"):
+        raise ConfigError(f"config: model.attention must be einsum, jax or cudnn, got {m.attention!r}")
+    if m.attention != "einsum" and m.attention_dropout_rate > 0:
+        raise ConfigError(f"config: model.attention={m.attention} (jax.nn.dot_product_attention) has no attention "
+                          f"dropout; set model.attention_dropout_rate=0 or model.attention=einsum")
     if m.architecture == "bert" and m.embedding_size != m.hidden_size:
         raise ConfigError(f"config: a bert model's embeddings have its hidden size: set model.embedding_size="
                           f"{m.hidden_size} (got {m.embedding_size})")

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from electra_jax.config import ModelConfig
 from electra_jax.models.layers import (ACTIVATIONS, Dropout, LayerNorm, TransformerBlock, add_bias, attention_bias,
-                                       dense, embeddings_for, zeros_init)
+                                       dense, embeddings_for, rematerialised, zeros_init)
 
 ACTIVATION = "gelu_new"  # ALBERT's hidden_act
 
@@ -29,10 +29,10 @@ class AlbertEncoder(nn.Module):
         self.embeddings = embeddings_for(c)
         self.embedding_hidden_mapping_in = dense(c.hidden_size, ("embed", "mlp"), c.initializer_range, dtype,
                                                  param_dtype, "embedding_hidden_mapping_in")
-        block = nn.remat(TransformerBlock, static_argnums=(3,)) if c.remat else TransformerBlock
+        block = rematerialised(TransformerBlock, c.remat)
         self.groups = [[block(c.hidden_size, c.num_heads, c.intermediate_size, ACTIVATION, c.initializer_range,
                               c.layer_norm_eps, c.dropout_rate, c.attention_dropout_rate, dtype, param_dtype,
-                              name=f"group_{g}_layer_{i}") for i in range(c.inner_group_num)]
+                              c.attention, name=f"group_{g}_layer_{i}") for i in range(c.inner_group_num)]
                        for g in range(c.num_hidden_groups)]
         self.pooler = dense(c.hidden_size, ("embed", "mlp"), c.initializer_range, dtype, param_dtype, "pooler")
 

@@ -22,7 +22,7 @@ class BertEncoder(nn.Module):
         self.embeddings = embeddings_for(c)
         self.encoder = Encoder(c.num_layers, c.hidden_size, c.num_heads, c.intermediate_size, "gelu",
                                c.initializer_range, c.layer_norm_eps, c.dropout_rate, c.attention_dropout_rate,
-                               c.remat, dtype, param_dtype)
+                               c.remat, dtype, param_dtype, c.attention)
         self.pooler = dense(c.hidden_size, ("embed", "mlp"), c.initializer_range, dtype, param_dtype, "pooler")
 
     def encode(self, input_ids_BxL, segment_ids_BxL, attention_mask_BxL, deterministic: bool = True):

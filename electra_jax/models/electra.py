@@ -30,7 +30,8 @@ class Tower(nn.Module):
                       "embeddings_project")(x)
         return Encoder(c.num_layers, self.hidden_size, self.num_heads, self.intermediate_size, "gelu",
                        c.initializer_range, c.layer_norm_eps, c.dropout_rate, c.attention_dropout_rate,
-                       c.remat, dtype, param_dtype, name="encoder")(x, attention_mask_BxL, deterministic)
+                       c.remat, dtype, param_dtype, c.attention, name="encoder")(x, attention_mask_BxL,
+                                                                                 deterministic)
 
 
 class DiscriminatorEncoder(nn.Module):
