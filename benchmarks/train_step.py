@@ -233,10 +233,16 @@ def main() -> None:
     parser.add_argument("--model", choices=["electra", "albert"], default="electra",
                         help="electra: ELECTRA-small (paper); albert: ALBERT-base")
     parser.add_argument("--vocab", type=int, help="default: 30522 (ELECTRA), 30000 (ALBERT)")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc malloc as it is on both sides (default: both keep freed memory, as the "
+                             "electra-jax CLI does; see electra_jax/host_memory.py)")
     parser.add_argument("--side", choices=["jax", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.vocab = args.vocab or (30000 if args.model == "albert" else 30522)
     if args.side:
+        if not args.default_malloc:
+            from electra_jax.host_memory import keep_freed_memory
+            keep_freed_memory()  # before either runtime starts its threads
         print(json.dumps(measure_side(args.side, args)))
         return
 
@@ -245,7 +251,8 @@ def main() -> None:
     for _ in range(args.rounds):
         for side in results:
             command = [sys.executable, __file__, "--side", side, "--batch", str(args.batch), "--seq", str(args.seq),
-                       "--steps", str(args.steps), "--vocab", str(args.vocab), "--model", args.model]
+                       "--steps", str(args.steps), "--vocab", str(args.vocab), "--model", args.model,
+                       *(["--default-malloc"] if args.default_malloc else [])]
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             results[side].append(json.loads(output.strip().splitlines()[-1]))
     seconds = {side: float(np.median([r["seconds"] for r in rs])) for side, rs in results.items()}
@@ -258,8 +265,9 @@ def main() -> None:
     flops_per_step = train_flops_per_token(config) * tokens
     described = {"electra": "ELECTRA-small (L12 H256 E128, generator 1/4)",
                  "albert": "ALBERT-base (L12 H768 E128, one shared group; AdamW on both sides)"}[args.model]
+    malloc = "glibc malloc defaults" if args.default_malloc else "glibc malloc keeping freed memory"
     print(f"{described}, batch {args.batch} x seq {args.seq}, fp32, "
-          f"{os.cpu_count()} threads; jax {jax.__version__}, torch {torch.__version__}")
+          f"{os.cpu_count()} threads, {malloc}; jax {jax.__version__}, torch {torch.__version__}")
     print(f"fp32 matmul peak (2048^3, best of JAX/PyTorch): {peak / 1e9:.1f} GFLOP/s")
     print(f"model FLOPs per step: {flops_per_step / 1e9:.1f} GFLOP")
     for name, side in (("electra-jax", "jax"), ("HF PyTorch", "torch")):

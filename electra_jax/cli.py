@@ -6,6 +6,7 @@ import os
 import sys
 
 from electra_jax.config import ConfigError
+from electra_jax.host_memory import keep_freed_memory
 
 
 def _pretrain(args) -> int:
@@ -216,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # before JAX starts its threads
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -26,13 +26,48 @@ def ones_init(axes: tuple[str, ...]):
     return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
 
 
+_SQRT_HALF = 0.7071067811865476
+_INV_SQRT_2PI = 0.3989422804014327
+_TANH_SCALE = 0.7978845608028654  # sqrt(2 / pi)
+
+
+@jax.custom_vjp
 def gelu_exact(x):
-    return jax.nn.gelu(x, approximate=False)
+    """x * Phi(x) through erf (on CPU XLA's erf costs a third of the erfc that jax.nn.gelu uses)."""
+    return x * (0.5 + 0.5 * jax.lax.erf(x * _SQRT_HALF))
+
+
+def _gelu_exact_fwd(x):
+    # The derivative is made while erf's argument is at hand, so the backward pass is one multiply.
+    cdf = 0.5 + 0.5 * jax.lax.erf(x * _SQRT_HALF)
+    return x * cdf, cdf + x * jnp.exp(-0.5 * x * x) * _INV_SQRT_2PI
+
+
+def _times_derivative(derivative, grad):
+    return (grad * derivative,)
+
+
+gelu_exact.defvjp(_gelu_exact_fwd, _times_derivative)
+
+
+@jax.custom_vjp
+def gelu_tanh(x):
+    """The tanh approximation (HF "gelu_new"), its derivative made in the forward pass."""
+    return _gelu_tanh_fwd(x)[0]
+
+
+def _gelu_tanh_fwd(x):
+    tanh = jnp.tanh(_TANH_SCALE * (x + 0.044715 * x * x * x))
+    derivative = 0.5 * (1 + tanh) + 0.5 * x * (1 - tanh * tanh) * _TANH_SCALE * (1 + 3 * 0.044715 * x * x)
+    return 0.5 * x * (1 + tanh), derivative
+
+
+gelu_tanh.defvjp(_gelu_tanh_fwd, _times_derivative)
 
 
 ACTIVATIONS: dict[str, Callable] = {
     "gelu": gelu_exact,  # ELECTRA / BERT (HF "gelu")
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),  # ALBERT (HF "gelu_new")
+    "gelu_new": gelu_tanh,  # ALBERT (HF "gelu_new")
 }
 
 
