@@ -4,9 +4,11 @@ Both sides do the same work: ELECTRA masking, generator (ElectraForMaskedLM dims
 masked positions, Gumbel sampling, discriminator (ElectraForPreTraining) on the corrupted input,
 loss = MLM + 50 * RTD, global-norm clipping and AdamW, with the same thread count; each side is
 timed in its own process, in rounds (jax, torch, jax, torch), so both sample the machine's load. Prints tokens/s
-for each, their ratio, and each side's MFU against this CPU's fp32 matmul peak measured here.
+for each, their ratio, and each side's MFU against this CPU's fp32 matmul peak measured here. Both sides
+keep freed host memory in the process, as the electra-jax CLI does (--default-malloc: neither does).
 
     python benchmarks/train_step.py [--model electra|albert] [--batch 32] [--seq 128] [--steps 5] [--rounds 2]
+                                    [--default-malloc]
 """
 from __future__ import annotations
 
