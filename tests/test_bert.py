@@ -132,3 +132,27 @@ def test_bert_fine_tuning_heads(hf_bert, tmp_path):
                       sentences[1:])
     assert json.loads((tmp_path / "classify" / "hf" / "config.json").read_text())["id2label"] == {"0": "no",
                                                                                                   "1": "yes"}
+
+
+def test_hidden_states_and_attention_probabilities_match_hf(hf_bert, tmp_path):
+    """What distillation matches: every layer's hidden states and attention probabilities, as HF's
+    output_hidden_states / output_attentions give them."""
+    import_hf(hf_bert, tmp_path / "run")
+    config, params, _ = load_run_params(tmp_path / "run", None)
+    ids, segments, attention = _batch(config.model.vocab_size)
+    positions = np.tile(np.arange(ids.shape[1]), (ids.shape[0], 1))
+    _, state = Bert(config.model).apply({"params": params}, ids, segments, attention, positions,
+                                        mutable=["intermediates"])
+    encoder = state["intermediates"]["encoder"]
+    hidden = encoder["hidden_states"]
+    probs = [encoder[f"layer_{i}"]["attention"]["attention_probs"][0] for i in range(config.model.num_layers)]
+    with torch.no_grad():
+        theirs = transformers.BertModel.from_pretrained(hf_bert, attn_implementation="eager").eval()(
+            torch.from_numpy(ids), attention_mask=torch.from_numpy(attention),
+            token_type_ids=torch.from_numpy(segments), output_hidden_states=True, output_attentions=True)
+    assert len(hidden) == len(theirs.hidden_states) == config.model.num_layers + 1
+    real = attention.astype(bool)
+    for ours, reference in zip(hidden, theirs.hidden_states):
+        np.testing.assert_allclose(np.asarray(ours)[real], reference.numpy()[real], atol=1e-4)
+    for ours, reference in zip(probs, theirs.attentions):
+        np.testing.assert_allclose(np.asarray(ours), reference.numpy(), atol=1e-5)

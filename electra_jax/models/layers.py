@@ -232,6 +232,7 @@ class SelfAttention(nn.Module):
         scores_BxNxLxL = jnp.einsum("bnqd,bnkd->bnqk", q_BxNxLxD, k_BxNxLxD) / jnp.sqrt(head_dim).astype(self.dtype)
         # Softmax in float32 even under bf16 compute: it is the numerically fragile part.
         probs_BxNxLxL = jax.nn.softmax(scores_BxNxLxL.astype(jnp.float32) + bias_Bx1x1xL, axis=-1)
+        self.sow("intermediates", "attention_probs", probs_BxNxLxL)  # kept only when asked for (distillation)
         probs_BxNxLxL = Dropout(self.dropout_rate)(probs_BxNxLxL, deterministic=deterministic)
         context_BxNxLxD = jnp.einsum("bnqk,bnkd->bnqd", probs_BxNxLxL.astype(self.dtype), v_BxNxLxD)
         context_BxLxH = context_BxNxLxD.transpose(0, 2, 1, 3).reshape(batch, length, self.hidden_size)
@@ -294,11 +295,14 @@ class Encoder(nn.Module):
     def __call__(self, x_BxLxH, attention_mask_BxL, deterministic: bool):
         bias_Bx1x1xL = attention_bias(attention_mask_BxL)
         block = rematerialised(TransformerBlock, self.remat)
+        # HF's `hidden_states`: the encoder's input, then every layer's output (kept only when asked for).
+        self.sow("intermediates", "hidden_states", x_BxLxH)
         for i in range(self.num_layers):
             x_BxLxH = block(self.hidden_size, self.num_heads, self.intermediate_size, self.activation,
                             self.init_std, self.eps, self.dropout_rate, self.attention_dropout_rate,
                             self.dtype, self.param_dtype, self.attention, name=f"layer_{i}")(
                 x_BxLxH, bias_Bx1x1xL, deterministic)
+            self.sow("intermediates", "hidden_states", x_BxLxH)
         return x_BxLxH
 
 
