@@ -20,6 +20,11 @@ def _pretrain(args) -> int:
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    return _report(summary, config.model.architecture)
+
+
+def _report(summary: dict, architecture: str) -> int:
+    """The closing lines of a training run (process 0); the exit code (143 when preempted)."""
     from electra_jax.preemption import EXIT_CODE
     code = EXIT_CODE if summary["preempted"] else 0  # preempted: saved, not finished; a babysitter reruns it
     import jax
@@ -27,14 +32,46 @@ def _pretrain(args) -> int:
         return code
     final = summary["final"]
     if final:
-        from electra_jax.train import SUMMARY
-        shown = "".join(f", {label} {final[key]:.4f}" for label, key in SUMMARY[config.model.architecture])
-        print(f"step {summary['end_step']}: loss {final['loss']:.4f}{shown}")
+        from electra_jax.train import SUMMARY, shown
+        extra = "".join(f", {label} {final[key]:.4f}" for label, key in shown(SUMMARY, architecture, final))
+        print(f"step {summary['end_step']}: loss {final['loss']:.4f}{extra}")
     print(f"checkpoints: {summary['checkpoints']}")
     print(f"metrics:     {summary['metrics']}")
     print(f"tensorboard: {summary['tensorboard']}")
     print(f"plot:        {summary['plot']}")
     return code
+
+
+def _layer_map(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        return tuple(tuple(int(n) for n in pair.split(":", 1)) for pair in text.split(","))
+    except ValueError:
+        raise ConfigError(f"distill: --layer-map {text!r} must look like STUDENT:TEACHER[,...], e.g. 3:6,6:12") from None
+
+
+def _distill(args) -> int:
+    import dataclasses
+
+    from electra_jax.config import load_config, validate
+    config = load_config(args.config, args.overrides)
+    given = {"teacher": args.teacher, "student_layers": args.student_layers,
+             "freeze_embeddings": args.freeze_embeddings,
+             "layer_map": _layer_map(args.layer_map) if args.layer_map else None}
+    data = {"prepared": args.data, "corpus": tuple(args.corpus) if args.corpus else None}
+    config = dataclasses.replace(
+        config, distill=dataclasses.replace(config.distill, **{k: v for k, v in given.items() if v is not None}),
+        data=dataclasses.replace(config.data, **{k: v for k, v in data.items() if v is not None}))
+    validate(config)  # config errors before jax is even imported
+    from electra_jax.distributed import initialize
+    initialize(args.coordinator, args.num_processes, args.process_id, auto=args.multihost)
+    from electra_jax.distill import distill
+    from electra_jax.train import NonFiniteLossError
+    try:
+        summary = distill(config, args.run_dir, progress=not args.no_progress)
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    return _report(summary, "bert")
 
 
 def _bench(args) -> int:
@@ -118,6 +155,35 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--process-id", type=int, help="multi-process run: this process's id, 0 .. N-1")
     pre.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. train.steps=1000")
     pre.set_defaults(run=_pretrain)
+
+    dis = commands.add_parser("distill", help="distil a BERT teacher into a student of its embeddings and bottom "
+                                              "K layers (hidden-state and attention MSE, optional logit KD and "
+                                              "MLM); resumes if the run directory has checkpoints")
+    dis.add_argument("--teacher", help="a BERT run directory (e.g. from `electra-jax import`) or a Hugging Face "
+                                       "BertForMaskedLM / BertForPreTraining / BertModel folder")
+    dis.add_argument("--student-layers", type=int, metavar="K", help="the student's depth: the teacher's bottom K "
+                                                                     "layers")
+    source = dis.add_mutually_exclusive_group()
+    source.add_argument("--data", metavar="PREPARED_DIR", help="a folder from `electra-jax prepare` made with the "
+                                                               "teacher's tokenizer (RUN_DIR/tokenizer of an import)")
+    source.add_argument("--corpus", nargs="+", metavar="FILE", help="text files, packed into the run directory with "
+                                                                   "the teacher's tokenizer")
+    dis.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=None,
+                     help="keep the teacher's embeddings as they are (LightMBERT; the default) or train them")
+    dis.add_argument("--layer-map", metavar="S:T[,S:T...]", help="student layer S matched to teacher layer T "
+                                                                 "(0: embedding output); default: last to last")
+    dis.add_argument("--config", help="YAML preset for training, optimizer, schedule, mesh, checkpoints and the "
+                                      "distill.* loss weights, e.g. configs/distill_mbert.yaml (default: the package "
+                                      "defaults)")
+    dis.add_argument("--run-dir", required=True, help="checkpoints, metrics, plot, tokenizer and resolved config")
+    dis.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dis.add_argument("--multihost", action="store_true", help="join a multi-process run whose layout JAX finds itself")
+    dis.add_argument("--coordinator", metavar="HOST:PORT", help="multi-process run: process 0's address")
+    dis.add_argument("--num-processes", type=int, help="multi-process run: how many processes")
+    dis.add_argument("--process-id", type=int, help="multi-process run: this process's id, 0 .. N-1")
+    dis.add_argument("overrides", nargs="*", metavar="section.key=value",
+                     help="e.g. train.steps=1000 distill.logit_weight=1")
+    dis.set_defaults(run=_distill)
 
     exp = commands.add_parser("export", help="write a run's checkpoint as Hugging Face PyTorch models "
                                              "(ELECTRA: OUT_DIR/discriminator and OUT_DIR/generator; ALBERT: "

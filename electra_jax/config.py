@@ -140,6 +140,22 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Task-agnostic distillation of a BERT teacher into its bottom `student_layers` layers (LightMBERT)."""
+    teacher: str = ""  # a run directory of a BERT (e.g. from `electra-jax import`) or a Hugging Face BERT folder
+    student_layers: int = 0
+    freeze_embeddings: bool = True  # LightMBERT keeps the teacher's (multilingual) embeddings as they are
+    # (student layer, teacher layer) pairs matched by the hidden-state and attention losses; 0 is the embedding
+    # output, i the output of layer i. Empty: the last student layer to the last teacher layer.
+    layer_map: tuple[tuple[int, int], ...] = ()
+    hidden_weight: float = 1.0  # MSE of the mapped hidden states
+    attention_weight: float = 1.0  # MSE of the mapped layers' attention probabilities
+    logit_weight: float = 0.0  # soft cross-entropy to the teacher's MLM distribution at masked positions
+    mlm_weight: float = 0.0  # the student's own MLM loss at masked positions
+    temperature: float = 1.0  # of the logit distillation
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -149,6 +165,7 @@ class Config:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 # ---------------------------------------------------------------------------- building from dicts
@@ -371,7 +388,26 @@ def validate(config: Config, num_devices: int | None = None) -> None:
         raise ConfigError(f"config: checkpoint.every_minutes must be >= 0 (0: off), got "
                           f"{config.checkpoint.every_minutes}")
     _positive("checkpoint.keep", config.checkpoint.keep)
+    validate_distill(config)
     validate_mesh(config, num_devices)
+
+
+def validate_distill(config: Config) -> None:
+    """The distillation fields that need no teacher (the layer map is checked against it in `distill`)."""
+    k = config.distill
+    weights = ("hidden_weight", "attention_weight", "logit_weight", "mlm_weight")
+    for name in weights:
+        if getattr(k, name) < 0:
+            raise ConfigError(f"config: distill.{name} must be >= 0, got {getattr(k, name)}")
+    if k.teacher and not any(getattr(k, name) for name in weights):
+        raise ConfigError("config: every distill.*_weight is 0; give at least one loss a weight")
+    _positive("distill.temperature", k.temperature)
+    if k.student_layers < 0:
+        raise ConfigError(f"config: distill.student_layers must be >= 0, got {k.student_layers}")
+    if k.teacher and k.attention_weight and config.model.attention != "einsum":
+        raise ConfigError(f"config: distill.attention_weight needs the attention probabilities, which only "
+                          f"model.attention=einsum makes (got {config.model.attention}); set model.attention=einsum "
+                          f"or distill.attention_weight=0")
 
 
 def mesh_shape(config: Config, num_devices: int) -> tuple[int, int, int]:

@@ -109,7 +109,8 @@ def plot_metrics(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     steps = [r["step"] for r in records]
-    panels = [("loss", ["generator_loss", "discriminator_loss", "mlm_loss", "sop_loss"]),
+    panels = [("loss", ["generator_loss", "discriminator_loss", "mlm_loss", "sop_loss", "hidden_loss",
+                        "attention_loss", "logit_loss"]),
               ("accuracy / F1", ["generator_accuracy", "discriminator_accuracy", "replaced_f1", "mlm_accuracy",
                                  "sop_accuracy"])]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -119,7 +120,8 @@ def plot_metrics(metrics_path: str | Path, out_path: str | Path) -> Path | None:
                 axis.plot(steps, [r[name] for r in records], label=name)
         axis.set_title(title)
         axis.set_xlabel("step")
-        axis.legend()
+        if axis.lines:  # a distillation without MLM has no accuracy
+            axis.legend()
         axis.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)

@@ -2,8 +2,8 @@
 gradient accumulation, the update) the same way for all.
 
 Each objective has `prepare(keys, batch) -> (per-example inputs, global counts)`: masking on device, for the
-whole batch, so micro-batches share one normalisation; `loss(params, micro, keys, counts) -> (loss, sums)`
-for one micro-batch; `zero_sums()`; and `metrics(sums)`.
+whole batch, so micro-batches share one normalisation; `loss(params, micro, keys, counts, frozen) -> (loss, sums)`
+for one micro-batch (`frozen`: parameters the step takes but does not train, such as a teacher's); `zero_sums()`; and `metrics(sums)`.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class ElectraObjective:
                  "masked": masked, "sample_keys": jax.random.split(sample_rng, input_ids.shape[0])}
         return whole, counts
 
-    def loss(self, params, micro, keys, counts):
+    def loss(self, params, micro, keys, counts, frozen=None):
         obj = self.config.objective
         gen_rng, disc_rng = keys
         variables = {"params": params}
@@ -98,7 +98,7 @@ class AlbertObjective:
                  "sop_label": batch["sop_label"]}
         return whole, counts
 
-    def loss(self, params, micro, keys, counts):
+    def loss(self, params, micro, keys, counts, frozen=None):
         masked = micro["masked"]
         mlm, sop = self.model.apply({"params": params}, masked.input_ids_BxL, micro["segment_ids"],
                                     micro["attention_mask"], masked.positions_BxP, deterministic=False,

@@ -1,8 +1,9 @@
 """ELECTRA and ALBERT pretraining: data -> sharded state -> jitted step -> metrics and checkpoints.
 
 Reads top to bottom: `prepare_data` (packed ArrayRecord shards), `build_model`, `state_shardings` (abstract,
-sharded), `make_train_step` (the objective of `steps.py`, accumulation and the update inside one jit), and
-`pretrain`, the loop.
+sharded), `make_train_step` (the objective of `steps.py`, accumulation and the update inside one jit),
+`start_run` (the run directory), `train_loop` (the loop) and `pretrain`, which strings them together.
+Distillation (`distill.py`) runs through the same pieces with its own objective.
 """
 from __future__ import annotations
 
@@ -39,10 +40,20 @@ from electra_jax.steps import AlbertObjective, ElectraObjective
 
 
 # What the progress bar and the closing line show, per architecture: (label, metric).
-PROGRESS = {"electra": [("f1", "replaced_f1")], "albert": [("mlm_acc", "mlm_accuracy"), ("sop_acc", "sop_accuracy")]}
+# A BERT is trained only by distillation; a metric whose loss is switched off is not shown.
+PROGRESS = {"electra": [("f1", "replaced_f1")], "albert": [("mlm_acc", "mlm_accuracy"), ("sop_acc", "sop_accuracy")],
+            "bert": [("hidden", "hidden_loss"), ("attention", "attention_loss"), ("logit", "logit_loss"),
+                     ("mlm_acc", "mlm_accuracy")]}
 SUMMARY = {"electra": [("generator loss", "generator_loss"), ("discriminator accuracy", "discriminator_accuracy"),
                        ("replaced-token F1", "replaced_f1")],
-           "albert": [("MLM loss", "mlm_loss"), ("MLM accuracy", "mlm_accuracy"), ("SOP accuracy", "sop_accuracy")]}
+           "albert": [("MLM loss", "mlm_loss"), ("MLM accuracy", "mlm_accuracy"), ("SOP accuracy", "sop_accuracy")],
+           "bert": [("hidden-state MSE", "hidden_loss"), ("attention MSE", "attention_loss"),
+                    ("logit KL", "logit_loss"), ("MLM loss", "mlm_loss"), ("MLM accuracy", "mlm_accuracy")]}
+
+
+def shown(table: dict, architecture: str, values: dict) -> list[tuple[str, str]]:
+    """The (label, metric) pairs of `table` that this run reports."""
+    return [(label, key) for label, key in table[architecture] if key in values]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -66,7 +77,7 @@ def prepare_data(config: Config, run_dir: Path, log=print) -> tuple[Config, Path
     if data.prepared:
         folder = Path(data.prepared)
         metadata = read_metadata(folder)
-        _check_layout(metadata, folder, data.seq_len, config.model.architecture)
+        _check_layout(metadata, folder, data.seq_len, data_format(config.model.architecture))
         if data.tokenizer:
             _check_tokenizer(load_text_tokenizer(data.tokenizer), data.tokenizer, metadata, folder)
         if not tokenizer_dir.is_dir():  # the run directory is self-contained
@@ -85,13 +96,18 @@ def prepare_data(config: Config, run_dir: Path, log=print) -> tuple[Config, Path
                 _train_tokenizer(config, files, tokenizer_dir, log)
         folder = run_dir / "data" / f"prepared_L{data.seq_len}"
         if not (folder / METADATA).is_file():
-            options = PackOptions(format=config.model.architecture, seq_len=data.seq_len, seed=data.seed,
+            options = PackOptions(format=data_format(config.model.architecture), seq_len=data.seq_len, seed=data.seed,
                                   short_seq_prob=data.short_seq_prob,
                                   blank_lines_separate_docs=data.blank_lines_separate_docs)
             prepare([str(f) for f in files], tokenizer_dir, folder, options, workers=0, progress=False, log=log)
         metadata = read_metadata(folder)
     _check_tokenizer(load_text_tokenizer(tokenizer_dir), tokenizer_dir, metadata, folder)
     return with_vocab(config, metadata["tokenizer"]["vocab_size"]), folder, metadata
+
+
+def data_format(architecture: str) -> str:
+    """ALBERT trains on sentence pairs; ELECTRA and BERT students on packed segments."""
+    return "albert" if architecture == "albert" else "electra"
 
 
 def _has_tokenizer(folder: Path) -> bool:
@@ -118,10 +134,10 @@ def _train_tokenizer(config: Config, files: list[Path], out: Path, log) -> None:
                                    strip_accents=data.strip_accents), out)
 
 
-def _check_layout(metadata: dict, folder: Path, seq_len: int, architecture: str) -> None:
-    if metadata["format"] != architecture:
-        raise ConfigError(f"config: data.prepared={folder} holds {metadata['format']} examples; {architecture} "
-                          f"pretraining needs data prepared with --format {architecture}")
+def _check_layout(metadata: dict, folder: Path, seq_len: int, data_format: str) -> None:
+    if metadata["format"] != data_format:
+        raise ConfigError(f"config: data.prepared={folder} holds {metadata['format']} examples; this run needs "
+                          f"data prepared with --format {data_format}")
     if metadata["seq_len"] != seq_len:
         raise ConfigError(f"config: data.prepared={folder} was prepared with --seq-len {metadata['seq_len']}, but "
                           f"data.seq_len={seq_len}; set data.seq_len={metadata['seq_len']} or prepare again")
@@ -188,18 +204,21 @@ def make_objective(config: Config, model, specials: SpecialIds, word_starts_V=No
     return ElectraObjective(config, model, specials)
 
 
-def make_train_step(config: Config, model, tx, specials: SpecialIds, word_starts_V=None):
-    objective = make_objective(config, model, specials, word_starts_V)
+def make_train_step(config: Config, model, tx, specials: SpecialIds, word_starts_V=None, objective=None):
+    """`train_step(state, batch, frozen=None) -> (state, metrics)`. `frozen` (a distillation teacher's
+    parameters) reaches the objective's loss as an argument of the jitted step, never as a constant."""
+    objective = objective or make_objective(config, model, specials, word_starts_V)
     accum = config.train.grad_accum_steps
     base_rng = jax.random.key(config.train.seed + 1)
 
-    def train_step(state: TrainState, batch: dict):
+    def train_step(state: TrainState, batch: dict, frozen=None):
         rng = jax.random.fold_in(base_rng, state.step)
         batch_rng, sample_rng, *micro_rngs = jax.random.split(rng, 2 + 2 * accum)
         micro_rngs = jnp.stack(micro_rngs).reshape(accum, 2)  # two dropout keys per micro-batch
         # Masking over the whole batch; its counts normalise every micro-batch, so accumulation equals one batch.
         whole, counts = objective.prepare((batch_rng, sample_rng), batch)
-        grad_fn = jax.grad(lambda params, micro, keys: objective.loss(params, micro, keys, counts), has_aux=True)
+        grad_fn = jax.grad(lambda params, micro, keys: objective.loss(params, micro, keys, counts, frozen),
+                           has_aux=True)
         if accum == 1:
             grads, sums = grad_fn(state.params, whole, micro_rngs[0])
         else:
@@ -222,14 +241,14 @@ def make_train_step(config: Config, model, tx, specials: SpecialIds, word_starts
 
 
 class Training(NamedTuple):
-    model: Electra | Albert
+    model: Electra | Albert | Bert
     tx: optax.GradientTransformation
     schedule: optax.Schedule
     shardings: Any  # of the state
     abstract_state: Any  # ShapeDtypeStructs carrying those shardings: the target of a restore
     init: Any  # () -> freshly initialised, sharded state
     batch_sharding: Any
-    step_fn: Any  # jitted (state, batch) -> (state, metrics); donates the state
+    step_fn: Any  # jitted (state, batch[, frozen]) -> (state, metrics); donates the state
 
 
 def build_optimizer(config: Config) -> tuple[optax.Schedule, optax.GradientTransformation]:
@@ -246,16 +265,20 @@ def single_device_state(config: Config):
     return abstract, make_state
 
 
-def setup_training(config: Config, mesh, specials: SpecialIds, word_starts_V=None) -> Training:
+def setup_training(config: Config, mesh, specials: SpecialIds, word_starts_V=None, *, objective=None,
+                   optimizer=None, frozen_shardings=None) -> Training:
     """Model, optimizer, state shardings, a sharded initialiser and the jitted step for one mesh.
-    `word_starts_V` (per token id: does it begin a word?) is ALBERT's, for whole-word masking."""
+    `word_starts_V` (per token id: does it begin a word?) is ALBERT's, for whole-word masking. Distillation
+    passes its objective, its (schedule, optimizer) and the shardings of the frozen teacher parameters that
+    the step then takes as its third argument."""
     model = build_model(config)
-    schedule, tx = build_optimizer(config)
+    schedule, tx = optimizer or build_optimizer(config)
     shardings, abstract, make_state = state_shardings(config, model, tx, mesh)
     init = functools.partial(jax.jit(make_state, out_shardings=shardings), jax.random.key(config.train.seed))
     batch_spec = batch_sharding(mesh, logical_rules(config))
-    step_fn = jax.jit(make_train_step(config, model, tx, specials, word_starts_V), donate_argnums=0,
-                      in_shardings=(shardings, batch_spec), out_shardings=(shardings, replicated(mesh)))
+    in_shardings = (shardings, batch_spec) if frozen_shardings is None else (shardings, batch_spec, frozen_shardings)
+    step_fn = jax.jit(make_train_step(config, model, tx, specials, word_starts_V, objective), donate_argnums=0,
+                      in_shardings=in_shardings, out_shardings=(shardings, replicated(mesh)))
     return Training(model, tx, schedule, shardings, abstract, init, batch_spec, step_fn)
 
 
@@ -298,24 +321,39 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
     validate(config, jax.device_count())  # mesh and batch errors before any data work or compile
     if config.model.architecture == "bert":
         raise ConfigError("config: model.architecture=bert is for imported models and distilled students; "
-                          "pretrain an electra or albert model")
+                          "pretrain an electra or albert model (or distill a bert with `electra-jax distill`)")
     _check_inputs(config)
+    config, data_folder, metadata, log = start_run(config, run_dir, log)
+    mesh = make_mesh(config)
+    word_starts = (load_text_tokenizer(run_dir / "tokenizer").word_starts()
+                   if config.model.architecture == "albert" else None)
+    training = setup_training(config, mesh, special_ids(metadata), word_starts)
+    return train_loop(config, run_dir, training, data_folder, training.step_fn, training.init, log, progress)
+
+
+def start_run(config: Config, run_dir: Path, log=print):
+    """Make the run directory: the tokenizer and packed corpus (once, on process 0; the other processes then
+    read them) and the resolved config. Returns (config with the vocabulary size, data folder, its metadata,
+    this process's log: process 0 speaks for the run)."""
     is_main = jax.process_index() == 0
     if not is_main:
-        log = _quiet  # one voice for the run: process 0's
+        log = _quiet
     run_dir.mkdir(parents=True, exist_ok=True)
-    if is_main:  # the tokenizer and packed corpus are made once; the other processes then read them
+    if is_main:
         config_with_vocab, data_folder, metadata = prepare_data(config, run_dir, log)
         save_config(config_with_vocab, run_dir / "config.yaml")
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("electra-jax: run directory ready")
     config, data_folder, metadata = (config_with_vocab, data_folder, metadata) if is_main else prepare_data(
         config, run_dir, log)
+    return config, data_folder, metadata, log
 
-    mesh = make_mesh(config)
-    word_starts = (load_text_tokenizer(run_dir / "tokenizer").word_starts()
-                   if config.model.architecture == "albert" else None)
-    training = setup_training(config, mesh, special_ids(metadata), word_starts)
+
+def train_loop(config: Config, run_dir: Path, training: Training, data_folder: Path, step_fn, init, log=print,
+               progress: bool = True) -> dict:
+    """Resume from the newest checkpoint (or start from `init()`), run `step_fn(state, batch)` to
+    train.steps with metrics one step late, checkpoints by policy and on SIGTERM; returns a summary."""
+    is_main = jax.process_index() == 0
     schedule = training.schedule
     data = PretrainingData(data_folder, config.train.batch_size, config.data.seed, jax.process_index(),
                            jax.process_count())
@@ -325,11 +363,11 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
         state = checkpointer.restore(start, training.abstract_state, data)
         log(f"resumed from step {start} in {run_dir / 'checkpoints'}")
     else:
-        start, state = 0, training.init()
+        start, state = 0, init()
     end = config.train.steps
     if config.train.stop_after:
         end = min(end, start + config.train.stop_after)
-    step_fn, batch_spec = training.step_fn, training.batch_sharding
+    batch_spec = training.batch_sharding
 
     def next_batch():
         """The next global batch (from this host's slice) and the digest of this host's input ids."""
@@ -359,7 +397,8 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
             window_tokens, window_start = 0.0, now
             writer.write(step, values)
             if bar is not None:
-                headline = {name: f"{values[key]:.3f}" for name, key in PROGRESS[config.model.architecture]}
+                headline = {name: f"{values[key]:.3f}" for name, key in shown(PROGRESS, config.model.architecture,
+                                                                               values)}
                 bar.set_postfix(loss=f"{values['loss']:.3f}", **headline,
                                 tok_s=f"{values['tokens_per_second']:.0f}", refresh=False)
         last_values = values

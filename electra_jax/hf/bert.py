@@ -36,20 +36,49 @@ def state_dict(model: ModelConfig, params: dict, architecture: str = ARCHITECTUR
     return {hf: convert(get_path(params, ours), layout) for ours, hf, layout in bert_rows(model, architecture)}
 
 
-def model_card(config: Config, step: int, num_params: int) -> str:
+LOSSES = [("hidden-state MSE", "hidden_weight", "hidden_loss"), ("attention MSE", "attention_weight", "attention_loss"),
+          ("logit KL", "logit_weight", "logit_loss"), ("MLM", "mlm_weight", "mlm_loss")]
+
+
+def distillation_section(config: Config, step: int, teacher: dict, metrics: dict) -> list[str]:
+    """What a distilled student's card says about its teacher, losses and training."""
+    k = config.distill
+    layer_map = ", ".join(f"{s}:{t}" for s, t in teacher["layer_map"])
+    embeddings = "frozen (kept bit-identical to the teacher's)" if k.freeze_embeddings else "trained"
+    losses = [(label, getattr(k, weight), metrics.get(key)) for label, weight, key in LOSSES if getattr(k, weight)]
+    lines = ["## Distillation", "",
+             f"Distilled by electra-jax (task-agnostic, as LightMBERT) from the teacher `{teacher['source']}`: the "
+             f"student is its embeddings and the bottom {k.student_layers} of the teacher's {teacher['teacher_layers']} "
+             f"layers, trained for {step:,} steps of batch {config.train.batch_size} x sequence length "
+             f"{config.data.seq_len} to match the teacher at student:teacher layers {layer_map} (0 is the embedding "
+             f"output). Embeddings were {embeddings}.",
+             "", "| loss | weight | at the last logged step |", "|---|---|---|",
+             *(f"| {label} | {weight:g} | {'-' if value is None else f'{value:.4f}'} |" for label, weight, value in losses),
+             ""]
+    if not (k.logit_weight or k.mlm_weight):
+        lines += ["No logit or MLM loss was used, so the masked-LM head is the teacher's, unchanged: fill-mask "
+                  "predictions are its reading of the student's last layer. Fine-tune the encoder.", ""]
+    return lines
+
+
+def model_card(config: Config, step: int, num_params: int, teacher: dict | None = None,
+               metrics: dict | None = None) -> str:
     m = config.model
     rows = [("layers", m.num_layers), ("hidden size", m.hidden_size), ("attention heads", m.num_heads),
             ("feed-forward size", m.intermediate_size), ("vocabulary", f"{m.vocab_size} (WordPiece)"),
             ("max positions", m.max_position_embeddings), ("parameters", f"{num_params:,}")]
+    title = "# BERT (distilled)" if teacher else "# BERT"
     return "\n".join([
-        "# BERT", "", f"`{ARCHITECTURE}` written by electra-jax (step {step:,} of its run). Load it as `BertModel`, "
+        title, "", f"`{ARCHITECTURE}` written by electra-jax (step {step:,} of its run). Load it as `BertModel`, "
         "`BertForTokenClassification` or `BertForSequenceClassification` to fine-tune.", "", "| | |", "|---|---|",
-        *(f"| {a} | {b} |" for a, b in rows), "", "## Usage", "", "```python",
+        *(f"| {a} | {b} |" for a, b in rows), "",
+        *(distillation_section(config, step, teacher, metrics or {}) if teacher else []),
+        "## Usage", "", "```python",
         "from transformers import pipeline", "", 'fill = pipeline("fill-mask", model="path/to/this/folder")',
         'print(fill("Your [MASK] here"))', "```", ""])
 
 
-def export_bert(config: Config, params: dict, run_dir: Path, step: int, out: Path) -> None:
+def export_bert(config: Config, params: dict, run_dir: Path, step: int, out: Path, metrics: dict | None = None) -> None:
     from safetensors.numpy import save_file
     from tokenizers import Tokenizer
 
@@ -61,7 +90,9 @@ def export_bert(config: Config, params: dict, run_dir: Path, step: int, out: Pat
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(hf_config(config), indent=2) + "\n")
     save_tokenizer(Tokenizer.from_file(str(run_dir / "tokenizer" / "tokenizer.json")), out, "BertTokenizer")
-    (out / "README.md").write_text(model_card(config, step, sum(t.size for t in tensors.values())))
+    record = run_dir / "teacher.json"  # a distilled student's (see distill.py)
+    teacher = json.loads(record.read_text()) if record.is_file() else None
+    (out / "README.md").write_text(model_card(config, step, sum(t.size for t in tensors.values()), teacher, metrics))
 
 
 # ---------------------------------------------------------------------------- import

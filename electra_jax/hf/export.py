@@ -167,7 +167,7 @@ def export(source: str | Path, out_dir: str | Path, step: int | None = None, log
     if config.model.architecture == "bert":
         from electra_jax.hf.bert import export_bert
         with staged_folder(out_dir, "export") as staging:
-            export_bert(config, params, run_dir, step, staging)
+            export_bert(config, params, run_dir, step, staging, metrics)
         log(f"exported step {step} of {run_dir} to {out_dir} (BertForMaskedLM)")
         return out_dir
     with staged_folder(out_dir, "export") as staging:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from electra_jax.config import ModelConfig, load_config, save_config, validate
+from electra_jax.config import Config, ModelConfig, load_config, save_config, validate
 from electra_jax.hf import albert, bert
 from electra_jax.hf.names import (ARCHITECTURES, BERT_DROPPED, ENCODER_PREFIX, TIED, convert, get_path, rows_for,
                                   set_path)
@@ -284,19 +284,18 @@ def _single_model_tokenizer(folder: Path, family):
             lambda out: save_tokenizer(tokenizer, out, "BertTokenizer"))
 
 
-def import_single(folder: Path, out_dir: Path, base_config: str | Path | None, family, log=print) -> Path:
+def read_single(folder: Path, config: Config, family, log=print):
     """An ALBERT (AlbertForPreTraining / AlbertForMaskedLM / AlbertModel) or BERT (BertForMaskedLM /
-    BertForPreTraining / BertModel) folder -> a run directory; heads the file lacks keep their
-    initialisation (and are named)."""
+    BertForPreTraining / BertModel) folder -> (config with its model and tokenizer settings, a fresh state
+    holding its parameters, write(tokenizer folder)); heads the file lacks keep their initialisation (and are
+    named). `config` gives everything but the model's shape."""
     import jax
     import jax.numpy as jnp
 
-    from electra_jax.checkpoint import Checkpointer
     from electra_jax.train import single_device_state
 
     hf_config, tensors, architecture = read_model_folder(folder)
     lowercase, strip_accents, write_tokenizer = _single_model_tokenizer(folder, family)
-    config = load_config(base_config)
     model = family.model_config_from_hf(hf_config, config.model)
     config = dataclasses.replace(config, model=model, data=dataclasses.replace(
         config.data, vocab_size=model.vocab_size, lowercase=lowercase, strip_accents=strip_accents, tokenizer="",
@@ -313,7 +312,15 @@ def import_single(folder: Path, out_dir: Path, base_config: str | Path | None, f
     fresh = family.fresh_rows(model, architecture)
     if fresh:
         log(f"freshly initialised (not in an {architecture}): {', '.join(fresh)}")
-    state = state.replace(params=jax.tree.map(jnp.asarray, params))
+    return config, state.replace(params=jax.tree.map(jnp.asarray, params)), write_tokenizer
+
+
+def import_single(folder: Path, out_dir: Path, base_config: str | Path | None, family, log=print) -> Path:
+    """An ALBERT or BERT folder (see `read_single`) -> a run directory."""
+    from electra_jax.checkpoint import Checkpointer
+
+    config, state, write_tokenizer = read_single(folder, load_config(base_config), family, log)
+    model = config.model
     with staged_folder(out_dir, "import") as staging:
         save_config(config, staging / "config.yaml")
         write_tokenizer(staging / "tokenizer")

@@ -1,0 +1,337 @@
+"""Task-agnostic distillation of a BERT teacher into a student made of its embeddings and bottom K layers
+(LightMBERT; the distilled Swedish mBERT), through the pretraining trainer: same data, mesh, step skeleton,
+checkpoints, preemption and resume.
+
+The student is a BERT of the teacher's width with `distill.student_layers` layers, initialised from the
+teacher's embeddings, layers 0..K-1, pooler and MLM head. The teacher runs in inference mode only; its
+parameters are an argument of the jitted step (sharded like the student's), never part of the checkpoint:
+`teacher.json` in the run directory records a digest of them and a resume with another teacher is refused.
+
+Losses (each weighted by `distill.*_weight`, each mapped (student, teacher) layer pair adding its own term):
+- hidden: mean over real tokens of the mean squared difference of the two hidden states;
+- attention: mean over real query tokens and heads of the squared distance between the two attention
+  distributions of the mapped layers (probabilities, before dropout);
+- logit: the KL divergence from the teacher's to the student's MLM distribution at masked positions, both
+  at `distill.temperature`, times temperature^2 (Hinton et al.);
+- mlm: the student's own masked-LM cross-entropy.
+Logit and MLM terms mask the input (objective.mask_prob, mask_token_prob, random_token_prob) for both
+models; without them both see the text as it is. Parameters no loss reaches are frozen (the pooler always,
+the MLM head without logit/MLM terms), as are the embeddings unless `distill.freeze_embeddings=false`:
+their gradients are stopped and their updates are zero, so they stay bit-identical to the teacher's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from electra_jax import objectives
+from electra_jax.config import Config, ConfigError, DistillConfig, ModelConfig, validate
+from electra_jax.data.text_tokenizer import SpecialIds, copy_tokenizer
+from electra_jax.mesh import logical_rules, make_mesh
+from electra_jax.models.bert import Bert
+from electra_jax.steps import _maskable, _zeros
+from electra_jax.train import (TrainState, _check_inputs, build_optimizer, setup_training, special_ids, start_run,
+                               train_loop)
+
+TEACHER_RECORD = "teacher.json"
+# What a student takes from its teacher: the shape of the model. Compute settings (dtype, remat, attention
+# implementation) and dropout come from the run's own config.
+TEACHER_FIELDS = ("architecture", "vocab_size", "embedding_size", "hidden_size", "num_heads", "intermediate_size",
+                  "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "initializer_range")
+
+
+# ---------------------------------------------------------------------------- teacher and student
+
+def load_teacher(source: str | Path, config: Config, log=print):
+    """(teacher ModelConfig, parameters as numpy, write(tokenizer folder)) from a run directory (e.g. one
+    that `electra-jax import` wrote) or a Hugging Face BERT folder, read in memory."""
+    source = Path(source)
+    if (source / "config.yaml").is_file():
+        from electra_jax.hf.export import load_run_params
+        teacher_config, params, step = load_run_params(source, None)
+        log(f"teacher: {source} ({teacher_config.model.architecture}, step {step})")
+        return teacher_config.model, params, lambda out: copy_tokenizer(source / "tokenizer", out)
+    if (source / "config.json").is_file():
+        from electra_jax.hf import bert
+        from electra_jax.hf.importer import HFImportError, _model_type, read_single
+        if _model_type(source) != "bert":
+            raise HFImportError(f"distill: the teacher {source} is a {_model_type(source)!r} model; distillation "
+                                f"takes a BERT (model_type 'bert')")
+        teacher_config, state, write_tokenizer = read_single(source, config, bert, log=lambda m: log(f"teacher: {m}"))
+        return teacher_config.model, jax.tree.map(np.asarray, state.params), write_tokenizer
+    raise FileNotFoundError(f"distill: the teacher {source} is neither a run directory (config.yaml) nor a "
+                            f"Hugging Face model folder (config.json)")
+
+
+def student_model(teacher: ModelConfig, run: ModelConfig, layers: int) -> ModelConfig:
+    return dataclasses.replace(run, **{name: getattr(teacher, name) for name in TEACHER_FIELDS}, num_layers=layers)
+
+
+def student_params(teacher_params: dict, layers: int) -> dict:
+    """The teacher's embeddings, bottom `layers` layers, pooler and MLM head."""
+    return {**teacher_params, "encoder": {f"layer_{i}": teacher_params["encoder"][f"layer_{i}"]
+                                          for i in range(layers)}}
+
+
+def layer_map(k: DistillConfig, student_layers: int, teacher_layers: int) -> tuple[tuple[int, int], ...]:
+    pairs = k.layer_map or ((student_layers, teacher_layers),)
+    for s, t in pairs:
+        if not (0 <= s <= student_layers and 0 <= t <= teacher_layers):
+            raise ConfigError(f"config: distill.layer_map pair {s}:{t} is out of range: student layers 0..{student_layers}, "
+                              f"teacher layers 0..{teacher_layers} (0 is the embedding output)")
+        if k.attention_weight and (s == 0 or t == 0):
+            raise ConfigError(f"config: distill.layer_map pair {s}:{t}: the embedding output (0) has no attention; "
+                              f"map layers >= 1 or set distill.attention_weight=0")
+    return tuple(pairs)
+
+
+def needs_masking(k: DistillConfig) -> bool:
+    return bool(k.logit_weight or k.mlm_weight)
+
+
+def frozen_label(k: DistillConfig):
+    """Parameter labels for `optax.multi_transform`: "frozen" or "trained" (see the module docstring)."""
+    def label(path, _):
+        top = next(p.key for p in path if isinstance(p, jax.tree_util.DictKey))
+        frozen = (top == "pooler" or (top == "embeddings" and k.freeze_embeddings)
+                  or (top.startswith("predictions_") and not needs_masking(k)))
+        return "frozen" if frozen else "trained"
+    # A boxed (nn.Partitioned) parameter is labelled whole, so the optimizer state of a frozen one is an
+    # empty MaskedNode in both the boxed tree that gives the shardings and the plain tree it shards.
+    return lambda params: jax.tree_util.tree_map_with_path(label, params,
+                                                           is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
+def distill_optimizer(config: Config):
+    """The run's schedule and optimizer on the trained parameters; zero updates (and no moments) for the frozen."""
+    schedule, tx = build_optimizer(config)
+    return schedule, optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()},
+                                           frozen_label(config.distill))
+
+
+def teacher_digest(params: dict) -> str:
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        digest.update(jax.tree_util.keystr(path).encode())
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()
+
+
+def _check_teacher_record(run_dir: Path, record: dict) -> None:
+    """The first start writes the record; a resume must see the same teacher and student layout."""
+    path = run_dir / TEACHER_RECORD
+    if not path.is_file():
+        if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+            raise ConfigError(f"distill: {run_dir} holds checkpoints but no {TEACHER_RECORD}; it is not a "
+                              f"distillation run directory: use a new --run-dir")
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        return
+    saved = json.loads(path.read_text())
+    changed = [key for key in ("digest", "student_layers", "layer_map") if saved.get(key) != record[key]]
+    if changed:
+        raise ConfigError(f"distill: {run_dir} was started with another {' and '.join(changed)} (teacher "
+                          f"{saved.get('source')}, {saved.get('student_layers')} student layers, layer map "
+                          f"{saved.get('layer_map')}); give the same ones to resume, or use a new --run-dir")
+
+
+# ---------------------------------------------------------------------------- the objective
+
+class DistillSums(NamedTuple):
+    """Per-batch sums; divided by the global counts once, so accumulation equals one batch."""
+    hidden: jax.Array
+    attention: jax.Array
+    logit: jax.Array
+    mlm: jax.Array
+    mlm_hits: jax.Array
+
+
+class DistillObjective:
+    """The `steps.py` interface: prepare (masking for the whole batch), loss (one micro-batch), metrics."""
+
+    def __init__(self, config: Config, teacher: ModelConfig, specials: SpecialIds, pairs):
+        self.config, self.specials, self.pairs = config, specials, pairs
+        self.k = config.distill
+        self.student, self.teacher = Bert(config.model), Bert(teacher)
+        self.random_ids = (max(specials.pad, specials.unk, specials.cls, specials.sep, specials.mask) + 1,
+                           config.model.vocab_size)
+
+    def prepare(self, keys, batch):
+        obj, specials = self.config.objective, self.specials
+        input_ids = batch["input_ids"]
+        attention_mask = (input_ids != specials.pad).astype(jnp.int32)
+        whole = {"input_ids": input_ids, "segment_ids": batch["segment_ids"], "attention_mask": attention_mask}
+        num_predictions = jnp.float32(1.0)
+        if needs_masking(self.k):
+            select_rng, replace_rng = keys
+            chosen = objectives.mask_tokens(select_rng, input_ids, _maskable(input_ids, specials), mask_id=specials.mask,
+                                            mask_prob=obj.mask_prob, mask_token_prob=0.0,
+                                            max_predictions=obj.max_predictions)  # selection only
+            selected = objectives.scatter(jnp.zeros_like(input_ids), chosen.positions_BxP,
+                                          jnp.ones_like(chosen.positions_BxP), chosen.weights_BxP > 0) > 0
+            masked = objectives.mask_selected(replace_rng, input_ids, selected, max_predictions=obj.max_predictions,
+                                              mask_id=specials.mask, mask_token_prob=obj.mask_token_prob,
+                                              random_token_prob=obj.random_token_prob, random_ids=self.random_ids)
+            whole.update(input_ids=masked.input_ids_BxL, masked=masked)
+            num_predictions = jnp.maximum(masked.weights_BxP.sum(), 1.0)
+        counts = (jnp.maximum(attention_mask.sum().astype(jnp.float32), 1.0), num_predictions)
+        return whole, counts
+
+    def _forward(self, module: Bert, params, micro, deterministic: bool, rng=None):
+        """(MLM logits at the masked positions or None, hidden states per layer, attention probabilities of
+        layer i (1-based) at [i])."""
+        rngs = {} if deterministic else {"dropout": rng}
+        inputs = (micro["input_ids"], micro["segment_ids"], micro["attention_mask"])
+        if "masked" in micro:
+            logits, state = module.apply({"params": params}, *inputs, micro["masked"].positions_BxP,
+                                         deterministic=deterministic, rngs=rngs, mutable=["intermediates"])
+        else:
+            (_, state), logits = module.apply({"params": params}, *inputs, deterministic=deterministic, rngs=rngs,
+                                              method=Bert.encode, mutable=["intermediates"]), None
+        sown = state["intermediates"]["encoder"]
+        attention = [None] + [sown[f"layer_{i}"]["attention"]["attention_probs"][0]
+                              if self.k.attention_weight else None for i in range(module.config.num_layers)]
+        return logits, sown["hidden_states"], attention
+
+    def _frozen_stopped(self, params):
+        labels = frozen_label(self.k)(params)
+        return jax.tree.map(lambda p, label: jax.lax.stop_gradient(p) if label == "frozen" else p, params, labels)
+
+    def loss(self, params, micro, keys, counts, teacher):
+        k = self.k
+        real_BxL = micro["attention_mask"].astype(jnp.float32)
+        t_logits, t_hidden, t_attention = jax.tree.map(jax.lax.stop_gradient, self._forward(
+            self.teacher, teacher, micro, deterministic=True))
+        s_logits, s_hidden, s_attention = self._forward(self.student, self._frozen_stopped(params), micro,
+                                                        deterministic=False, rng=keys[0])
+        zero = jnp.zeros((), jnp.float32)
+        hidden = attention = logit = mlm = hits = zero
+        for s, t in self.pairs:
+            if k.hidden_weight:
+                se_BxL = jnp.mean(jnp.square(s_hidden[s].astype(jnp.float32) - t_hidden[t].astype(jnp.float32)), -1)
+                hidden += (se_BxL * real_BxL).sum()
+            if k.attention_weight:
+                distance_BxNxL = jnp.square(s_attention[s] - t_attention[t]).sum(-1)
+                attention += (distance_BxNxL.mean(1) * real_BxL).sum()
+        if "masked" in micro:
+            masked = micro["masked"]
+            if k.logit_weight:
+                temperature = k.temperature
+                t_log_p = jax.nn.log_softmax(t_logits / temperature, -1)
+                s_log_p = jax.nn.log_softmax(s_logits / temperature, -1)
+                kl_BxP = (jnp.exp(t_log_p) * (t_log_p - s_log_p)).sum(-1) * temperature ** 2
+                logit = (kl_BxP * masked.weights_BxP).sum()
+            if k.mlm_weight:
+                loss_BxP, hit_BxP = objectives.cross_entropy_and_hit(s_logits, masked.labels_BxP)
+                mlm, hits = (loss_BxP * masked.weights_BxP).sum(), (hit_BxP * masked.weights_BxP).sum()
+        sums = DistillSums(hidden, attention, logit, mlm, hits)
+        return self.total(sums, counts), sums
+
+    def total(self, sums: DistillSums, counts):
+        k = self.k
+        tokens, predictions = counts
+        return (k.hidden_weight * sums.hidden / tokens + k.attention_weight * sums.attention / tokens
+                + k.logit_weight * sums.logit / predictions + k.mlm_weight * sums.mlm / predictions)
+
+    def zero_sums(self):
+        return _zeros(DistillSums)
+
+    def metrics(self, sums: DistillSums, counts):
+        k, (tokens, predictions) = self.k, counts
+        values = {"loss": self.total(sums, counts), "tokens": tokens}
+        if k.hidden_weight:
+            values["hidden_loss"] = sums.hidden / tokens
+        if k.attention_weight:
+            values["attention_loss"] = sums.attention / tokens
+        if k.logit_weight:
+            values["logit_loss"] = sums.logit / predictions
+        if k.mlm_weight:
+            values["mlm_loss"] = sums.mlm / predictions
+            values["mlm_accuracy"] = sums.mlm_hits / predictions
+        return values
+
+
+# ---------------------------------------------------------------------------- the command
+
+def _on_mesh(tree: dict, shardings):
+    """Host arrays -> global arrays of these shardings (each process holds the whole tree)."""
+    return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index: x[index]), tree, shardings)
+
+
+def _param_shardings(model: ModelConfig, config: Config, mesh):
+    module = Bert(model)
+    ids = jnp.zeros((1, config.data.seq_len), jnp.int32)
+    boxed = jax.eval_shape(lambda rng: module.init({"params": rng}, ids, ids, ids, ids[:, :1])["params"],
+                           jax.random.key(0))
+    return nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, logical_rules(config))
+
+
+def resolve(config: Config, log=print):
+    """(student config, teacher model config, teacher parameters, write(tokenizer), layer map): every check
+    that needs the teacher, before any data work or compile."""
+    k = config.distill
+    if not k.teacher:
+        raise ConfigError("distill: no teacher; give --teacher RUN_DIR|HF_DIR (distill.teacher)")
+    if k.student_layers < 1:
+        raise ConfigError("distill: give the student's depth with --student-layers K (distill.student_layers)")
+    teacher, teacher_params, write_tokenizer = load_teacher(k.teacher, config, log)
+    if teacher.architecture != "bert":
+        raise ConfigError(f"distill: the teacher {k.teacher} is an {teacher.architecture} model; distillation takes "
+                          f"a BERT (import one with `electra-jax import`)")
+    if k.student_layers > teacher.num_layers:
+        raise ConfigError(f"distill: --student-layers {k.student_layers} exceeds the teacher's {teacher.num_layers} "
+                          f"layers")
+    model = student_model(teacher, config.model, k.student_layers)
+    config = dataclasses.replace(config, model=model, data=dataclasses.replace(
+        config.data, seq_len=min(config.data.seq_len, model.max_position_embeddings)))
+    validate(config, jax.device_count())
+    teacher = dataclasses.replace(model, num_layers=teacher.num_layers)
+    return config, teacher, teacher_params, write_tokenizer, layer_map(k, k.student_layers, teacher.num_layers)
+
+
+def distill(config: Config, run_dir: str | Path, log=print, progress: bool = True) -> dict:
+    """Distil (or resume distilling) `config.distill.teacher` into a student in `run_dir`; returns the summary
+    of `train.train_loop`. The student's checkpoints are a BERT run directory: `electra-jax export` writes it
+    as a BertForMaskedLM and `finetune --init` starts from it."""
+    run_dir = Path(run_dir)
+    _check_inputs(config)
+    config, teacher_model, teacher_params, write_tokenizer, pairs = resolve(config, log)
+    record = {"source": str(config.distill.teacher), "digest": teacher_digest(teacher_params),
+              "teacher_layers": teacher_model.num_layers, "student_layers": config.distill.student_layers,
+              "layer_map": [list(p) for p in pairs]}
+    if jax.process_index() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _check_teacher_record(run_dir, record)
+        if not (run_dir / "tokenizer").is_dir():  # the teacher's vocabulary is the student's
+            write_tokenizer(run_dir / "tokenizer")
+    config, data_folder, metadata, log = start_run(config, run_dir, log)
+    log(f"distilling {teacher_model.num_layers} -> {config.model.num_layers} layers, layer map "
+        f"{', '.join(f'{s}:{t}' for s, t in pairs)}, embeddings {'frozen' if config.distill.freeze_embeddings else 'trained'}")
+
+    mesh = make_mesh(config)
+    teacher_shardings = _param_shardings(teacher_model, config, mesh)
+    teacher = _on_mesh(teacher_params, teacher_shardings)
+    objective = DistillObjective(config, teacher_model, special_ids(metadata), pairs)
+    training = setup_training(config, mesh, special_ids(metadata), objective=objective,
+                              optimizer=distill_optimizer(config), frozen_shardings=teacher_shardings)
+    tx, shardings = training.tx, training.shardings
+    new_state = jax.jit(lambda params: TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                                  opt_state=tx.init(params)),
+                        out_shardings=shardings, donate_argnums=0)
+
+    def init():
+        # Fresh buffers from the host copy: the student never shares (and so never donates) the teacher's.
+        params = student_params(teacher_params, config.distill.student_layers)
+        return new_state(_on_mesh(params, shardings.params))
+
+    step_fn = training.step_fn
+    return train_loop(config, run_dir, training, data_folder, lambda state, batch: step_fn(state, batch, teacher),
+                      init, log, progress)
