@@ -113,7 +113,9 @@ def _finetune(args) -> int:
     options = FinetuneOptions(task=args.task, seeds=args.seeds, epochs=args.epochs, learning_rate=args.learning_rate,
                               batch_size=args.batch_size, layerwise_decay=args.layerwise_decay,
                               seq_len=args.seq_len, tag_column=args.tag_column, text_field=args.text_field,
-                              pair_field=args.pair_field, label_field=args.label_field, random_init=args.random_init)
+                              pair_field=args.pair_field, label_field=args.label_field, random_init=args.random_init,
+                              dev_fraction=args.dev_fraction or 0.0, outside_tag=args.outside_tag,
+                              skip_malformed=args.skip_malformed)
     finetune(args.train, args.dev, args.init, args.out, test=args.test, options=options)
     return 0
 
@@ -260,10 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     fine.add_argument("--task", choices=("ner", "pos", "classify"), required=True)
     fine.add_argument("--train", required=True, help="ner/pos: CoNLL-style columns (token, tags; tab or space) or "
                                                      "CoNLL-U; classify: CSV, TSV (with a header row) or JSONL")
-    fine.add_argument("--dev", required=True)
+    fine.add_argument("--dev", help="the dev split (model selection); or hold part of --train out with "
+                                    "--dev-fraction")
+    fine.add_argument("--dev-fraction", type=float, help="without --dev: hold out this share of the training "
+                                                         "examples (a fixed random split) as dev")
     fine.add_argument("--test")
-    fine.add_argument("--init", required=True, help="a pretraining run directory or a Hugging Face ELECTRA or "
-                                                           "ALBERT folder")
+    fine.add_argument("--init", required=True, help="a pretraining or distillation run directory, or a Hugging "
+                                                    "Face ELECTRA, ALBERT or BERT folder")
     fine.add_argument("--out", required=True, help="a new (or empty) folder: results.json, results.md, hf/")
     fine.add_argument("--seeds", type=int, default=1)
     fine.add_argument("--epochs", type=int, default=3)
@@ -273,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                                           "embeddings lr*d^(layers+1)")
     fine.add_argument("--seq-len", type=int, default=128, help="longer sentences are split into several windows")
     fine.add_argument("--tag-column", type=int, default=1, help="0-based column of the tag in CoNLL-style files")
+    fine.add_argument("--outside-tag", default="O", help="ner: the tag of words outside entities (e.g. 0); bare "
+                                                         "entity tags (IO: PER on every word) are read as IOB2")
+    fine.add_argument("--skip-malformed", action="store_true", help="ner/pos: leave out (and count) lines without "
+                                                                    "the tag column instead of stopping")
     fine.add_argument("--text-field", default="text", help="classify: the field (column) holding the sentence")
     fine.add_argument("--pair-field", help="classify: the field holding the second sentence of a pair")
     fine.add_argument("--label-field", default="label", help="classify: the field holding the label")

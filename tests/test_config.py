@@ -6,7 +6,8 @@ import pytest
 from electra_jax.config import ConfigError, load_config, mesh_shape, validate
 from tests.conftest import REPO
 
-PRESETS = ["electra_smoke", "electra_small", "electra_small_plus", "electra_medium", "electra_base", "electra_large"]
+PRESETS = ["electra_smoke", "electra_small", "electra_small_plus", "electra_medium", "electra_base", "electra_large",
+           "distill_smoke", "distill_mbert"]
 
 
 @pytest.mark.parametrize("name", PRESETS)

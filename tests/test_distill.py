@@ -72,11 +72,19 @@ def _flat(tree, prefix=""):
              for p, v in __import__("jax").tree_util.tree_flatten_with_path(tree)[0])}
 
 
-def test_distillation_cuts_the_loss_keeps_frozen_embeddings_and_exports(teacher, prepared_sv, tmp_path):
-    run = tmp_path / "student"
-    done = _distill(run, teacher[1], prepared_sv, "--student-layers", "2", "train.steps=200", *COMMON)
+@pytest.fixture(scope="module")
+def student(teacher, prepared_sv, tmp_path_factory):
+    """200 steps of configs/distill_smoke.yaml: 2 of the teacher's 4 layers, embeddings frozen."""
+    run = tmp_path_factory.mktemp("student") / "run"
+    done = _distill(run, teacher[1], prepared_sv, "--config", str(REPO / "configs" / "distill_smoke.yaml"),
+                    "--student-layers", "2", "train.log_every=1")
     assert done.returncode == 0, done.stderr
     assert "distilling 4 -> 2 layers, layer map 2:4, embeddings frozen" in done.stdout
+    return run
+
+
+def test_distillation_cuts_the_loss_keeps_frozen_embeddings_and_exports(teacher, prepared_sv, student, tmp_path):
+    run = student
     metrics = {r["step"]: r for r in read_metrics(run / "metrics.jsonl")}
     first, last = metrics[1], metrics[200]
     print(f"distillation loss: step 1 {first['loss']:.4f} (hidden {first['hidden_loss']:.4f}, attention "
@@ -114,6 +122,24 @@ def test_distillation_cuts_the_loss_keeps_frozen_embeddings_and_exports(teacher,
 
     again = _distill(run, teacher[1], prepared_sv, "--student-layers", "3", "train.steps=200", *COMMON)
     assert again.returncode == 2 and "was started with another student_layers" in again.stderr
+
+
+def test_the_student_fine_tunes_on_swedish_ner(student, shared_data, tmp_path):
+    """The Webbnyheter corpus as it is (IO tags, 0 for outside, one line without a tag, no dev split) through
+    `finetune`; the exported BertForTokenClassification agrees with us."""
+    corpus = shared_data / "extra_ner"
+    out = tmp_path / "ner"
+    assert main(["finetune", "--task", "ner", "--train", str(corpus / "sv_webbnyheter2012_train_corpus.txt"),
+                 "--dev-fraction", "0.1", "--outside-tag", "0", "--skip-malformed", "--init", str(student),
+                 "--out", str(out), "--epochs", "3", "--learning-rate", "2e-3", "--seq-len", "64"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["labels"] == ["B-LOC", "B-MISC", "B-ORG", "B-PER", "I-LOC", "I-MISC", "I-ORG", "I-PER", "O"]
+    assert "1 malformed line(s) left out (line 90310)" in results["notes"]["train"]
+    print(f"Swedish NER dev F1 of the random teacher's 2-layer student: {results['dev']['mean']:.4f}")
+    assert results["dev"]["mean"] > 0.03  # all-O predictions score 0
+    from tests.test_finetune import _assert_hf_parity
+    _assert_hf_parity(student, out / "hf", True, ["Inger Atterstam bor i Göteborg .", "Hej ,"],
+                      ["Anders Wirdheim .", "jodå , det är Volvo ."])
 
 
 def _metrics(run):

@@ -52,6 +52,29 @@ def test_readers_and_repair(tmp_path, shared_data):
         ["O", "B-PER", "I-PER", "B-LOC", "B-ORG", "I-ORG"], 2)
 
 
+def test_io_tags_outside_tag_and_malformed_lines(tmp_path, shared_data):
+    """The Swedish Webbnyheter corpus: IO tags (PER on every word of a name), 0 for outside, one line without
+    a tag."""
+    from electra_jax.finetune.data import io_to_iob2
+    from electra_jax.finetune.tasks import TASKS
+    from electra_jax.finetune.train import FinetuneOptions
+    assert io_to_iob2(["0", "PER", "PER", "LOC", "0", "B-ORG", "I-ORG", "ORG"], outside="0") == (
+        ["O", "B-PER", "I-PER", "B-LOC", "O", "B-ORG", "I-ORG", "I-ORG"], 4)
+    train = shared_data / "extra_ner" / "sv_webbnyheter2012_train_corpus.txt"
+    with pytest.raises(FinetuneDataError, match=r"train_corpus.txt:90310: 1 column\(s\).*--skip-malformed"):
+        TASKS["ner"].read(train, FinetuneOptions(outside_tag="0"))
+    with pytest.raises(FinetuneDataError, match="pass --outside-tag 0"):
+        TASKS["ner"].read(train, FinetuneOptions(skip_malformed=True))
+    sentences, note = TASKS["ner"].read(train, FinetuneOptions(outside_tag="0", skip_malformed=True))
+    assert len(sentences) == 6885 and note.startswith("1 malformed line(s) left out (line 90310)")
+    assert "IO tag(s) read as IOB2" in note and "0 stray I- tag(s) repaired" in note
+    assert TASKS["ner"].labels(sentences) == ["B-LOC", "B-MISC", "B-ORG", "B-PER", "I-LOC", "I-MISC", "I-ORG",
+                                              "I-PER", "O"]
+    assert sentences[0].tokens[:3] == ["I", "längden", "torde"]
+    test, _ = TASKS["ner"].read(train.with_name("sv_webbnyheter2012_test_corpus.txt"), FinetuneOptions(outside_tag="0"))
+    assert (test[0].tokens[:3], test[0].tags[:3]) == (["Inger", "Atterstam", ":"], ["B-PER", "I-PER", "O"])
+
+
 def test_bad_input_is_one_line_with_file_and_line(tmp_path):
     cases = [("bad.tsv", "Åse\tB-PER\nbor\n", "bad.tsv:2: 1 column(s), no tag column 1"),
              ("empty.tsv", "\n\n", "empty.tsv: no examples"),

@@ -41,9 +41,10 @@ def _tagged_sentences(path: Path, word) -> list[TaggedSentence]:
     return _nonempty(sentences, path)
 
 
-def read_columns(path: str | Path, column: int = 1) -> list[TaggedSentence]:
+def read_columns(path: str | Path, column: int = 1, skipped: list[int] | None = None) -> list[TaggedSentence]:
     """Token in the first column, the tag in `column` (0-based), tab or space separated; blank lines end
-    sentences; `-DOCSTART-` lines and `# ...` comments are skipped."""
+    sentences; `-DOCSTART-` lines and `# ...` comments are skipped. A line without the tag column is an error,
+    or, when a `skipped` list is given, left out and its number appended there."""
     path = Path(path)
 
     def word(number, line, stripped):
@@ -51,8 +52,12 @@ def read_columns(path: str | Path, column: int = 1) -> list[TaggedSentence]:
             return None  # document markers and "# id = ..." comments (a hashtag token has no space after #)
         fields = line.rstrip("\n").split("\t") if "\t" in line else stripped.split()
         if len(fields) <= column:
+            if skipped is not None:
+                skipped.append(number)
+                return None
             raise FinetuneDataError(f"{path}:{number}: {len(fields)} column(s), no tag column {column} "
-                                    f"(0-based; choose it with --tag-column): {stripped[:60]!r}")
+                                    f"(0-based; choose it with --tag-column, or leave such lines out with "
+                                    f"--skip-malformed): {stripped[:60]!r}")
         token, tag = fields[0].strip(), fields[column].strip()
         if not token or not tag:
             raise FinetuneDataError(f"{path}:{number}: empty token or tag: {stripped[:60]!r}")
@@ -75,6 +80,20 @@ def read_conllu(path: str | Path) -> list[TaggedSentence]:
             return None
         return fields[1], fields[3]
     return _tagged_sentences(path, word)
+
+
+def io_to_iob2(tags: list[str], outside: str = "O") -> tuple[list[str], int]:
+    """IO tags (a bare type such as PER on every word of an entity; `outside` for the rest) as IOB2: a run of
+    one type is one entity. Prefixed tags pass through. Returns the tags and how many were bare."""
+    converted, previous, bare = [], "O", 0
+    for tag in tags:
+        if tag in (outside, "O"):
+            tag = "O"
+        elif not tag.startswith(("B-", "I-")):
+            tag, bare = ("I-" if previous[2:] == tag else "B-") + tag, bare + 1
+        converted.append(tag)
+        previous = tag
+    return converted, bare
 
 
 def repair_iob2(tags: list[str]) -> tuple[list[str], int]:

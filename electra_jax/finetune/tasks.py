@@ -8,7 +8,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from electra_jax.finetune.data import check_labels, read_columns, read_conllu, read_sentences, repair_iob2
+from electra_jax.finetune.data import (FinetuneDataError, check_labels, io_to_iob2, read_columns, read_conllu,
+                                       read_sentences, repair_iob2)
 from electra_jax.finetune.metrics import classification_scores, entity_scores, token_accuracy
 from electra_jax.finetune.tokens import encode_examples, encode_sentences, words_from_windows
 
@@ -27,16 +28,29 @@ class TokenTask:
         return "NER F1" if self.name == "ner" else "POS accuracy"
 
     def read(self, path, options) -> tuple[list, str]:
-        """Sentences of one split; for NER, stray I-X repaired to B-X (and counted in the note)."""
+        """Sentences of one split; for NER, IO tags read as IOB2 and stray I-X repaired to B-X (each counted
+        in the note)."""
         path = Path(path)
-        sentences = read_conllu(path) if path.suffix == ".conllu" else read_columns(path, options.tag_column)
+        skipped = [] if options.skip_malformed else None
+        sentences = (read_conllu(path) if path.suffix == ".conllu" else
+                     read_columns(path, options.tag_column, skipped))
+        notes = [f"{len(skipped)} malformed line(s) left out (line {', '.join(map(str, skipped[:3]))}"
+                 f"{' ...' if len(skipped) > 3 else ''})"] if skipped else []
         if self.name != "ner":
-            return sentences, ""
-        repaired = 0
+            return sentences, ", ".join(notes)
+        tags = {tag for sentence in sentences for tag in sentence.tags}
+        if options.outside_tag == "O" and "0" in tags and "O" not in tags:
+            raise FinetuneDataError(f"{path}: tag '0' occurs but 'O' never does; if '0' marks the words outside "
+                                    f"entities (as in the Swedish Webbnyheter corpus), pass --outside-tag 0")
+        bare = repaired = 0
         for sentence in sentences:
+            sentence.tags, count = io_to_iob2(sentence.tags, options.outside_tag)
+            bare += count
             sentence.tags, count = repair_iob2(sentence.tags)
             repaired += count
-        return sentences, f"{repaired} stray I- tag(s) repaired"
+        if bare:
+            notes.append(f"{bare} IO tag(s) read as IOB2")
+        return sentences, ", ".join([*notes, f"{repaired} stray I- tag(s) repaired"])
 
     @staticmethod
     def labels(items) -> list[str]:

@@ -40,6 +40,9 @@ class FinetuneOptions:
     pair_field: str | None = None
     label_field: str = "label"
     random_init: bool = False  # the run's architecture and tokenizer, fresh parameters (a baseline)
+    dev_fraction: float = 0.0  # without a dev file: this share of the training examples, held out
+    outside_tag: str = "O"  # NER: the tag of words outside entities (the Swedish Webbnyheter corpus writes 0)
+    skip_malformed: bool = False  # token tasks: leave out (and count) lines without the tag column
 
 
 def load_init(init: str | Path, out_dir: Path, log):
@@ -61,23 +64,44 @@ def _check_options(options: FinetuneOptions) -> None:
     if options.seeds < 1 or options.epochs < 1 or options.batch_size < 1 or options.seq_len < 8:
         raise FinetuneDataError("finetune: --seeds, --epochs and --batch-size must be at least 1 and --seq-len at "
                                 "least 8")
+    if options.dev_fraction and not 0.0 < options.dev_fraction <= 0.5:
+        raise FinetuneDataError(f"finetune: --dev-fraction must be in (0, 0.5], got {options.dev_fraction}")
 
 
-def finetune(train: str, dev: str, init: str, out_dir: str | Path, test: str | None = None,
+def hold_out(items: list, fraction: float) -> tuple[list, list]:
+    """(train, dev): a fixed random `fraction` of the examples as dev, both in file order. The same split for
+    every seed and run, so dev scores compare."""
+    order = np.random.default_rng(0).permutation(len(items))
+    size = max(1, round(len(items) * fraction))
+    if size >= len(items):
+        raise FinetuneDataError(f"finetune: --dev-fraction {fraction} of {len(items)} training examples leaves "
+                                f"none to train on")
+    dev = set(order[:size].tolist())
+    return [x for i, x in enumerate(items) if i not in dev], [x for i, x in enumerate(items) if i in dev]
+
+
+def finetune(train: str, dev: str | None, init: str, out_dir: str | Path, test: str | None = None,
              options: FinetuneOptions = FinetuneOptions(), log=print) -> dict:
+    """`dev` None: `options.dev_fraction` of the training examples are held out as dev."""
     from electra_jax.data.text_tokenizer import load_text_tokenizer
     from electra_jax.hf.staging import refuse_nonempty
     _check_options(options)
+    if (dev is None) == (not options.dev_fraction):
+        raise FinetuneDataError("finetune: give either --dev FILE or --dev-fraction F (a share of --train held out)")
     task = TASKS[options.task]
     out_dir = Path(out_dir)
     refuse_nonempty(out_dir, "finetune")
-    paths = {"train": train, "dev": dev, **({"test": test} if test else {})}
+    paths = {"train": train, **({"dev": dev} if dev else {}), **({"test": test} if test else {})}
     splits = {name: task.read(path, options) for name, path in paths.items()}
     items = {name: split[0] for name, split in splits.items()}
-    labels = task.labels(items["train"])
+    labels = task.labels(items["train"])  # before a hold-out, so that dev has no label the head lacks
+    if dev is None:
+        items["train"], items["dev"] = hold_out(items["train"], options.dev_fraction)
+        splits["dev"] = (items["dev"], f"held out from {Path(train).name} (--dev-fraction {options.dev_fraction:g})")
+        items = {name: items[name] for name in ("train", "dev", "test") if name in items}
     for name in ("dev", "test"):
         if name in items:
-            task.check(items[name], labels, paths[name])
+            task.check(items[name], labels, paths.get(name, train))
     out_dir.mkdir(parents=True)
     config, pretrained, tokenizer_dir = load_init(init, out_dir, log)
     if options.seq_len > config.model.max_position_embeddings:

@@ -327,7 +327,8 @@ def import_single(folder: Path, out_dir: Path, base_config: str | Path | None, f
         checkpointer = Checkpointer(staging / "checkpoints", dataclasses.replace(config.checkpoint, async_save=False))
         checkpointer.save(0, state)  # no data position: pretraining starts its data from the beginning
         checkpointer.close()
-    follow = (f"fine-tune with: electra-jax finetune --init {out_dir} ..." if model.architecture == "bert" else
+    follow = (f"fine-tune with: electra-jax finetune --init {out_dir} ..., or distil it with: electra-jax distill "
+              f"--teacher {out_dir} ..." if model.architecture == "bert" else
               f"continue with: electra-jax pretrain --config {out_dir}/config.yaml --run-dir {out_dir}")
     log(f"wrote {out_dir} ({follow})")
     return out_dir
