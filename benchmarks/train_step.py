@@ -201,16 +201,20 @@ def torch_albert_step(config, ids, segments):
     return step
 
 
-def measure_side(side: str, args) -> dict:
-    """One framework in this process: its matmul peak and its median train-step time."""
+def measure(side: str, make_step, steps: int) -> dict:
+    """One framework in this process: its matmul peak and the median time of the step `make_step()` builds."""
     if side == "torch":  # XLA uses every core by default; give PyTorch the same
         import torch
         torch.set_num_threads(os.cpu_count())
+    seconds = median_step_seconds(make_step(), steps)
+    return {"side": side, "seconds": seconds, "peak": matmul_peak_flops(side)}
+
+
+def measure_side(side: str, args) -> dict:
     config = make_config(args)
     ids, segments = synthetic_batch(args.batch, args.seq, args.vocab)
     build = jax_step if side == "jax" else (torch_albert_step if args.model == "albert" else torch_step)
-    seconds = median_step_seconds(build(config, ids, segments), args.steps)
-    return {"side": side, "seconds": seconds, "peak": matmul_peak_flops(side)}
+    return measure(side, lambda: build(config, ids, segments), args.steps)
 
 
 PRESETS = {"electra": "electra_small.yaml", "albert": "albert_base.yaml"}
@@ -248,17 +252,9 @@ def main() -> None:
         print(json.dumps(measure_side(args.side, args)))
         return
 
-    # Each side runs in its own process: two runtimes' worker threads in one process slow each other.
-    results = {"jax": [], "torch": []}
-    for _ in range(args.rounds):
-        for side in results:
-            command = [sys.executable, __file__, "--side", side, "--batch", str(args.batch), "--seq", str(args.seq),
-                       "--steps", str(args.steps), "--vocab", str(args.vocab), "--model", args.model,
-                       *(["--default-malloc"] if args.default_malloc else [])]
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            results[side].append(json.loads(output.strip().splitlines()[-1]))
-    seconds = {side: float(np.median([r["seconds"] for r in rs])) for side, rs in results.items()}
-    peak = max(r["peak"] for rs in results.values() for r in rs)
+    forwarded = ["--batch", str(args.batch), "--seq", str(args.seq), "--steps", str(args.steps), "--vocab",
+                 str(args.vocab), "--model", args.model, *(["--default-malloc"] if args.default_malloc else [])]
+    results, seconds, peak = run_rounds(__file__, forwarded, args.rounds)
     config = make_config(args)
     from electra_jax.metrics import train_flops_per_token
     import jax
@@ -272,6 +268,24 @@ def main() -> None:
           f"{os.cpu_count()} threads, {malloc}; jax {jax.__version__}, torch {torch.__version__}")
     print(f"fp32 matmul peak (2048^3, best of JAX/PyTorch): {peak / 1e9:.1f} GFLOP/s")
     print(f"model FLOPs per step: {flops_per_step / 1e9:.1f} GFLOP")
+    print_sides(results, seconds, peak, tokens, flops_per_step)
+
+
+def run_rounds(script: str, forwarded: list[str], rounds: int):
+    """Each side in its own process (two runtimes' worker threads in one process slow each other), in rounds
+    (jax, torch, jax, torch) so both sample the machine's load. Returns (per-side results, median seconds, the
+    best matmul peak seen)."""
+    results = {"jax": [], "torch": []}
+    for _ in range(rounds):
+        for side in results:
+            output = subprocess.run([sys.executable, script, "--side", side, *forwarded], capture_output=True,
+                                    text=True, check=True).stdout
+            results[side].append(json.loads(output.strip().splitlines()[-1]))
+    seconds = {side: float(np.median([r["seconds"] for r in rs])) for side, rs in results.items()}
+    return results, seconds, max(r["peak"] for rs in results.values() for r in rs)
+
+
+def print_sides(results: dict, seconds: dict, peak: float, tokens: int, flops_per_step: float) -> None:
     for name, side in (("electra-jax", "jax"), ("HF PyTorch", "torch")):
         per_round = ", ".join(f"{r['seconds']:.3f}" for r in results[side])
         print(f"{name:12s} {seconds[side]:7.3f} s/step  {tokens / seconds[side]:8.0f} tokens/s  "

@@ -12,19 +12,21 @@ from electra_jax.host_memory import keep_freed_memory
 def _pretrain(args) -> int:
     from electra_jax.config import load_config
     config = load_config(args.config, args.overrides)  # config errors before jax is even imported
+    from electra_jax.train import pretrain
+    return _train(args, config, pretrain, config.model.architecture)
+
+
+def _train(args, config, run, architecture: str) -> int:
+    """Join the processes of a multi-process run, then `run(config, run_dir)` (pretrain or distill) and report:
+    exit code 0, 3 for a non-finite loss, 143 when preempted."""
     from electra_jax.distributed import initialize
     initialize(args.coordinator, args.num_processes, args.process_id, auto=args.multihost)
-    from electra_jax.train import NonFiniteLossError, pretrain
+    from electra_jax.train import NonFiniteLossError
     try:
-        summary = pretrain(config, args.run_dir, progress=not args.no_progress)
+        summary = run(config, args.run_dir, progress=not args.no_progress)
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
-    return _report(summary, config.model.architecture)
-
-
-def _report(summary: dict, architecture: str) -> int:
-    """The closing lines of a training run (process 0); the exit code (143 when preempted)."""
     from electra_jax.preemption import EXIT_CODE
     code = EXIT_CODE if summary["preempted"] else 0  # preempted: saved, not finished; a babysitter reruns it
     import jax
@@ -44,9 +46,12 @@ def _report(summary: dict, architecture: str) -> int:
 
 def _layer_map(text: str) -> tuple[tuple[int, int], ...]:
     try:
-        return tuple(tuple(int(n) for n in pair.split(":", 1)) for pair in text.split(","))
+        pairs = tuple(tuple(int(n) for n in pair.split(":")) for pair in text.split(","))
     except ValueError:
-        raise ConfigError(f"distill: --layer-map {text!r} must look like STUDENT:TEACHER[,...], e.g. 3:6,6:12") from None
+        pairs = ((),)
+    if any(len(pair) != 2 for pair in pairs):
+        raise ConfigError(f"distill: --layer-map {text!r} must look like STUDENT:TEACHER[,...], e.g. 3:6,6:12")
+    return pairs
 
 
 def _distill(args) -> int:
@@ -62,16 +67,8 @@ def _distill(args) -> int:
         config, distill=dataclasses.replace(config.distill, **{k: v for k, v in given.items() if v is not None}),
         data=dataclasses.replace(config.data, **{k: v for k, v in data.items() if v is not None}))
     validate(config)  # config errors before jax is even imported
-    from electra_jax.distributed import initialize
-    initialize(args.coordinator, args.num_processes, args.process_id, auto=args.multihost)
     from electra_jax.distill import distill
-    from electra_jax.train import NonFiniteLossError
-    try:
-        summary = distill(config, args.run_dir, progress=not args.no_progress)
-    except NonFiniteLossError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 3
-    return _report(summary, "bert")
+    return _train(args, config, distill, "bert")
 
 
 def _bench(args) -> int:
@@ -129,6 +126,16 @@ def _add_source_options(parser) -> None:
     parser.add_argument("--tfds-data-dir", help="TFDS data_dir (default: TFDS's own, ~/tensorflow_datasets)")
 
 
+def _add_run_options(parser) -> None:
+    """What every training command takes: the progress bar and the multi-process options."""
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--multihost", action="store_true", help="join a multi-process run whose layout JAX finds "
+                                                                 "itself (TPU VM slices, SLURM, Open MPI)")
+    parser.add_argument("--coordinator", metavar="HOST:PORT", help="multi-process run: process 0's address")
+    parser.add_argument("--num-processes", type=int, help="multi-process run: how many processes")
+    parser.add_argument("--process-id", type=int, help="multi-process run: this process's id, 0 .. N-1")
+
+
 def _export(args) -> int:
     from electra_jax.hf.export import export
     export(args.source, args.out_dir, step=args.step)
@@ -149,12 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                "(resumes if the run directory has checkpoints)")
     pre.add_argument("--config", required=True, help="YAML preset, e.g. configs/electra_smoke.yaml")
     pre.add_argument("--run-dir", default="runs/smoke", help="checkpoints, metrics, plot and resolved config")
-    pre.add_argument("--no-progress", action="store_true", help="no progress bar")
-    pre.add_argument("--multihost", action="store_true", help="join a multi-process run whose layout JAX finds "
-                                                              "itself (TPU VM slices, SLURM, Open MPI)")
-    pre.add_argument("--coordinator", metavar="HOST:PORT", help="multi-process run: process 0's address")
-    pre.add_argument("--num-processes", type=int, help="multi-process run: how many processes")
-    pre.add_argument("--process-id", type=int, help="multi-process run: this process's id, 0 .. N-1")
+    _add_run_options(pre)
     pre.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. train.steps=1000")
     pre.set_defaults(run=_pretrain)
 
@@ -178,11 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "distill.* loss weights, e.g. configs/distill_mbert.yaml (default: the package "
                                       "defaults)")
     dis.add_argument("--run-dir", required=True, help="checkpoints, metrics, plot, tokenizer and resolved config")
-    dis.add_argument("--no-progress", action="store_true", help="no progress bar")
-    dis.add_argument("--multihost", action="store_true", help="join a multi-process run whose layout JAX finds itself")
-    dis.add_argument("--coordinator", metavar="HOST:PORT", help="multi-process run: process 0's address")
-    dis.add_argument("--num-processes", type=int, help="multi-process run: how many processes")
-    dis.add_argument("--process-id", type=int, help="multi-process run: this process's id, 0 .. N-1")
+    _add_run_options(dis)
     dis.add_argument("overrides", nargs="*", metavar="section.key=value",
                      help="e.g. train.steps=1000 distill.logit_weight=1")
     dis.set_defaults(run=_distill)

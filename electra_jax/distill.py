@@ -127,14 +127,16 @@ def teacher_digest(params: dict) -> str:
 
 
 def _check_teacher_record(run_dir: Path, record: dict) -> None:
-    """The first start writes the record; a resume must see the same teacher and student layout."""
+    """Until the first checkpoint the record is (re)written; a run with checkpoints must keep its teacher and
+    student layout."""
     path = run_dir / TEACHER_RECORD
-    if not path.is_file():
-        if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-            raise ConfigError(f"distill: {run_dir} holds checkpoints but no {TEACHER_RECORD}; it is not a "
-                              f"distillation run directory: use a new --run-dir")
+    checkpoints = run_dir / "checkpoints"
+    if not (checkpoints.is_dir() and any(checkpoints.iterdir())):
         path.write_text(json.dumps(record, indent=2) + "\n")
         return
+    if not path.is_file():
+        raise ConfigError(f"distill: {run_dir} holds checkpoints but no {TEACHER_RECORD}; it is not a "
+                          f"distillation run directory: use a new --run-dir")
     saved = json.loads(path.read_text())
     changed = [key for key in ("digest", "student_layers", "layer_map") if saved.get(key) != record[key]]
     if changed:
@@ -261,12 +263,12 @@ class DistillObjective:
 
 # ---------------------------------------------------------------------------- the command
 
-def _on_mesh(tree: dict, shardings):
+def on_mesh(tree: dict, shardings):
     """Host arrays -> global arrays of these shardings (each process holds the whole tree)."""
     return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index: x[index]), tree, shardings)
 
 
-def _param_shardings(model: ModelConfig, config: Config, mesh):
+def param_shardings(model: ModelConfig, config: Config, mesh):
     module = Bert(model)
     ids = jnp.zeros((1, config.data.seq_len), jnp.int32)
     boxed = jax.eval_shape(lambda rng: module.init({"params": rng}, ids, ids, ids, ids[:, :1])["params"],
@@ -304,7 +306,7 @@ def distill(config: Config, run_dir: str | Path, log=print, progress: bool = Tru
     run_dir = Path(run_dir)
     _check_inputs(config)
     config, teacher_model, teacher_params, write_tokenizer, pairs = resolve(config, log)
-    record = {"source": str(config.distill.teacher), "digest": teacher_digest(teacher_params),
+    record = {"source": str(Path(config.distill.teacher).resolve()), "digest": teacher_digest(teacher_params),
               "teacher_layers": teacher_model.num_layers, "student_layers": config.distill.student_layers,
               "layer_map": [list(p) for p in pairs]}
     if jax.process_index() == 0:
@@ -317,8 +319,8 @@ def distill(config: Config, run_dir: str | Path, log=print, progress: bool = Tru
         f"{', '.join(f'{s}:{t}' for s, t in pairs)}, embeddings {'frozen' if config.distill.freeze_embeddings else 'trained'}")
 
     mesh = make_mesh(config)
-    teacher_shardings = _param_shardings(teacher_model, config, mesh)
-    teacher = _on_mesh(teacher_params, teacher_shardings)
+    teacher_shardings = param_shardings(teacher_model, config, mesh)
+    teacher = on_mesh(teacher_params, teacher_shardings)
     objective = DistillObjective(config, teacher_model, special_ids(metadata), pairs)
     training = setup_training(config, mesh, special_ids(metadata), objective=objective,
                               optimizer=distill_optimizer(config), frozen_shardings=teacher_shardings)
@@ -330,7 +332,7 @@ def distill(config: Config, run_dir: str | Path, log=print, progress: bool = Tru
     def init():
         # Fresh buffers from the host copy: the student never shares (and so never donates) the teacher's.
         params = student_params(teacher_params, config.distill.student_layers)
-        return new_state(_on_mesh(params, shardings.params))
+        return new_state(on_mesh(params, shardings.params))
 
     step_fn = training.step_fn
     return train_loop(config, run_dir, training, data_folder, lambda state, batch: step_fn(state, batch, teacher),

@@ -94,6 +94,18 @@ def albert_train_flops_per_token(config: Config) -> float:
     return 3.0 * forward
 
 
+def distill_flops_per_token(config: Config, teacher_layers: int) -> float:
+    """Matmul FLOPs per input token of one distillation step: the teacher's forward pass, the student's forward
+    and backward (3x forward); the MLM heads at the masked positions when a logit or MLM term needs them."""
+    m, k, seq_len = config.model, config.distill, config.data.seq_len
+    teacher = encoder_flops_per_token(teacher_layers, m.hidden_size, m.intermediate_size, seq_len)
+    student = encoder_flops_per_token(k.student_layers, m.hidden_size, m.intermediate_size, seq_len)
+    if k.logit_weight or k.mlm_weight:
+        head = config.objective.max_predictions / seq_len * (2 * m.hidden_size ** 2 + 2 * m.hidden_size * m.vocab_size)
+        teacher, student = teacher + head, student + head
+    return teacher + 3.0 * student
+
+
 def train_flops_per_token(config: Config) -> float:
     if config.model.architecture == "albert":
         return albert_train_flops_per_token(config)
@@ -113,15 +125,16 @@ def plot_metrics(metrics_path: str | Path, out_path: str | Path) -> Path | None:
                         "attention_loss", "logit_loss"]),
               ("accuracy / F1", ["generator_accuracy", "discriminator_accuracy", "replaced_f1", "mlm_accuracy",
                                  "sop_accuracy"])]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for axis, (title, names) in zip(axes, panels):
+    # Only the panels this run has data for (a distillation without MLM has no accuracy).
+    panels = [(title, [n for n in names if n in records[0]]) for title, names in panels]
+    panels = [(title, names) for title, names in panels if names] or [("loss", ["loss"])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for axis, (title, names) in zip(axes[0], panels):
         for name in names:
-            if name in records[0]:
-                axis.plot(steps, [r[name] for r in records], label=name)
+            axis.plot(steps, [r[name] for r in records], label=name)
         axis.set_title(title)
         axis.set_xlabel("step")
-        if axis.lines:  # a distillation without MLM has no accuracy
-            axis.legend()
+        axis.legend()
         axis.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)

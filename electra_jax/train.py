@@ -379,7 +379,8 @@ def train_loop(config: Config, run_dir: Path, training: Training, data_folder: P
     bar = None
     if progress and is_main:
         from tqdm import tqdm
-        bar = tqdm(total=end, initial=start, desc="pretrain", unit="step", mininterval=2.0, dynamic_ncols=True)
+        task = "distill" if config.model.architecture == "bert" else "pretrain"  # a BERT trains only by distillation
+        bar = tqdm(total=end, initial=start, desc=task, unit="step", mininterval=2.0, dynamic_ncols=True)
     pending = None  # (step, device metrics): fetched one step late so logging never stalls the device
     last_values: dict[str, float] = {}
     window_tokens, window_start = 0.0, time.perf_counter()

@@ -3,10 +3,12 @@ its bottom layers on Swedish text; the loss falls, frozen embeddings stay bit-id
 loads with `from_pretrained` and agrees with us to 1e-4, sharded runs agree with one device and a resumed run
 follows the uninterrupted one exactly."""
 import json
+import os
 import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -20,7 +22,7 @@ from tests.conftest import REPO
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-ENV_ONE_DEVICE = {k: v for k, v in __import__("os").environ.items() if k != "XLA_FLAGS"}
+ENV_ONE_DEVICE = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
 COMMON = ["train.batch_size=16", "data.seq_len=64", "schedule.warmup_steps=20", "optimizer.learning_rate=1e-3",
           "train.log_every=1"]
 
@@ -66,10 +68,10 @@ def _distill(run_dir, teacher_dir, data, *extra):
     return subprocess.run(command, capture_output=True, text=True, env=ENV_ONE_DEVICE, timeout=600, cwd=REPO)
 
 
-def _flat(tree, prefix=""):
-    return {f"{prefix}{path}": leaf for path, leaf in
-            ((("/".join(str(getattr(k, "key", k)) for k in p)), np.asarray(v))
-             for p, v in __import__("jax").tree_util.tree_flatten_with_path(tree)[0])}
+def _flat(tree) -> dict[str, np.ndarray]:
+    """{"embeddings/LayerNorm/scale": array, ...}"""
+    return {"/".join(key.key for key in path): np.asarray(leaf)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 @pytest.fixture(scope="module")
@@ -149,16 +151,17 @@ def _metrics(run):
 def test_sharded_resumed_distillation_with_logit_and_mlm_terms(teacher, prepared_sv, tmp_path):
     """On 8 fake devices: data x fsdp x tensor = 2 x 2 x 2 agrees with 8-way data parallelism; a run stopped
     at step 3 and resumed is bit-identical to the uninterrupted one. Trainable embeddings and every loss on,
-    the teacher read straight from its HF folder."""
-    common = ["--teacher", str(teacher[0]), "--data", str(prepared_sv), "--student-layers", "2", "--layer-map",
+    the teacher read straight from its HF folder in one run and from its import in the others."""
+    common = ["--data", str(prepared_sv), "--student-layers", "2", "--layer-map",
               "1:2,2:4", "--no-freeze-embeddings", "--no-progress", "train.steps=6", "checkpoint.every_steps=3",
               "distill.logit_weight=1", "distill.mlm_weight=0.5", "distill.temperature=2",
               "objective.mask_token_prob=0.8", "objective.random_token_prob=0.1", *COMMON, "schedule.warmup_steps=2"]
-    runs = {"data": ["mesh.data=8"], "mesh": ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"]}
-    for name, mesh in runs.items():
-        assert main(["distill", "--run-dir", str(tmp_path / name), *common, *mesh]) == 0
-    assert main(["distill", "--run-dir", str(tmp_path / "resumed"), *common, *runs["mesh"], "train.stop_after=3"]) == 0
-    assert main(["distill", "--run-dir", str(tmp_path / "resumed"), *common, *runs["mesh"]]) == 0
+    hf, imported = ["--teacher", str(teacher[0])], ["--teacher", str(teacher[1])]
+    data, mesh = ["mesh.data=8"], ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"]
+    assert main(["distill", "--run-dir", str(tmp_path / "data"), *imported, *common, *data]) == 0
+    assert main(["distill", "--run-dir", str(tmp_path / "mesh"), *hf, *common, *mesh]) == 0
+    assert main(["distill", "--run-dir", str(tmp_path / "resumed"), *imported, *common, *mesh, "train.stop_after=3"]) == 0
+    assert main(["distill", "--run-dir", str(tmp_path / "resumed"), *imported, *common, *mesh]) == 0
     data, mesh, resumed = (_metrics(tmp_path / n) for n in ("data", "mesh", "resumed"))
     keys = ("loss", "hidden_loss", "attention_loss", "logit_loss", "mlm_loss", "mlm_accuracy", "grad_norm")
     for step in range(1, 7):
