@@ -7,7 +7,9 @@ teacher's embeddings, layers 0..K-1, pooler and MLM head. The teacher runs in in
 parameters are an argument of the jitted step (sharded like the student's), never part of the checkpoint:
 `teacher.json` in the run directory records a digest of them and a resume with another teacher is refused.
 
-Losses (each weighted by `distill.*_weight`, each mapped (student, teacher) layer pair adding its own term):
+Losses (each weighted by `distill.*_weight`, each mapped (student, teacher) layer pair adding its own term;
+the student runs with dropout, so a pair at layer 0 compares its dropped-out embedding output with the
+teacher's clean one, as TinyBERT's embedding-layer loss does):
 - hidden: mean over real tokens of the mean squared difference of the two hidden states;
 - attention: mean over real query tokens and heads of the squared distance between the two attention
   distributions of the mapped layers (probabilities, before dropout);
@@ -16,8 +18,9 @@ Losses (each weighted by `distill.*_weight`, each mapped (student, teacher) laye
 - mlm: the student's own masked-LM cross-entropy.
 Logit and MLM terms mask the input (objective.mask_prob, mask_token_prob, random_token_prob) for both
 models; without them both see the text as it is. Parameters no loss reaches are frozen (the pooler always,
-the MLM head without logit/MLM terms), as are the embeddings unless `distill.freeze_embeddings=false`:
-their gradients are stopped and their updates are zero, so they stay bit-identical to the teacher's.
+the MLM head's own parameters without logit/MLM terms; its decoder is the word-embedding table), as are the
+embeddings unless `distill.freeze_embeddings=false`: their gradients are stopped and the step carries them
+over unchanged, so they stay bit-identical to the teacher's.
 """
 from __future__ import annotations
 
@@ -52,22 +55,24 @@ TEACHER_FIELDS = ("architecture", "vocab_size", "embedding_size", "hidden_size",
 # ---------------------------------------------------------------------------- teacher and student
 
 def load_teacher(source: str | Path, config: Config, log=print):
-    """(teacher ModelConfig, parameters as numpy, write(tokenizer folder)) from a run directory (e.g. one
-    that `electra-jax import` wrote) or a Hugging Face BERT folder, read in memory."""
+    """(teacher ModelConfig, parameters as numpy, write(tokenizer folder), names of parameters its file lacked)
+    from a run directory (e.g. one that `electra-jax import` wrote) or a Hugging Face BERT folder, read in
+    memory."""
     source = Path(source)
     if (source / "config.yaml").is_file():
         from electra_jax.hf.export import load_run_params
         teacher_config, params, step = load_run_params(source, None)
         log(f"teacher: {source} ({teacher_config.model.architecture}, step {step})")
-        return teacher_config.model, params, lambda out: copy_tokenizer(source / "tokenizer", out)
+        return teacher_config.model, params, lambda out: copy_tokenizer(source / "tokenizer", out), ()
     if (source / "config.json").is_file():
         from electra_jax.hf import bert
         from electra_jax.hf.importer import HFImportError, _model_type, read_single
         if _model_type(source) != "bert":
             raise HFImportError(f"distill: the teacher {source} is a {_model_type(source)!r} model; distillation "
                                 f"takes a BERT (model_type 'bert')")
-        teacher_config, state, write_tokenizer = read_single(source, config, bert, log=lambda m: log(f"teacher: {m}"))
-        return teacher_config.model, jax.tree.map(np.asarray, state.params), write_tokenizer
+        teacher_config, state, write_tokenizer, fresh = read_single(source, config, bert,
+                                                                    log=lambda m: log(f"teacher: {m}"))
+        return teacher_config.model, jax.tree.map(np.asarray, state.params), write_tokenizer, fresh
     raise FileNotFoundError(f"distill: the teacher {source} is neither a run directory (config.yaml) nor a "
                             f"Hugging Face model folder (config.json)")
 
@@ -118,31 +123,42 @@ def distill_optimizer(config: Config):
                                            frozen_label(config.distill))
 
 
-def teacher_digest(params: dict) -> str:
+def teacher_digest(params: dict, fresh: tuple[str, ...] = ()) -> str:
+    """sha256 of the teacher's parameters, leaving out those its file lacked (`fresh`, e.g. "pooler/kernel"):
+    they depend on the seed, not on the teacher."""
     digest = hashlib.sha256()
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if "/".join(key.key for key in path) in fresh:
+            continue
         digest.update(jax.tree_util.keystr(path).encode())
         digest.update(np.ascontiguousarray(leaf).tobytes())
     return digest.hexdigest()
 
 
-def _check_teacher_record(run_dir: Path, record: dict) -> None:
-    """Until the first checkpoint the record is (re)written; a run with checkpoints must keep its teacher and
-    student layout."""
+RESUME_KEYS = ("digest", "student_layers", "layer_map", "freeze_embeddings", "masked")  # what shapes the state
+
+
+def _check_teacher_record(run_dir: Path, record: dict, write: bool) -> None:
+    """Until the first finished checkpoint the record is (re)written (by process 0, `write`); a run with one
+    must keep its teacher and student layout. Every process checks, so all of them stop together."""
     path = run_dir / TEACHER_RECORD
     checkpoints = run_dir / "checkpoints"
-    if not (checkpoints.is_dir() and any(checkpoints.iterdir())):
-        path.write_text(json.dumps(record, indent=2) + "\n")
+    finished = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())  # not Orbax's tmp
+    if not finished:
+        if write:
+            path.write_text(json.dumps(record, indent=2) + "\n")
         return
     if not path.is_file():
         raise ConfigError(f"distill: {run_dir} holds checkpoints but no {TEACHER_RECORD}; it is not a "
                           f"distillation run directory: use a new --run-dir")
     saved = json.loads(path.read_text())
-    changed = [key for key in ("digest", "student_layers", "layer_map") if saved.get(key) != record[key]]
+    changed = [key for key in RESUME_KEYS if saved.get(key) != record[key]]
     if changed:
         raise ConfigError(f"distill: {run_dir} was started with another {' and '.join(changed)} (teacher "
                           f"{saved.get('source')}, {saved.get('student_layers')} student layers, layer map "
-                          f"{saved.get('layer_map')}); give the same ones to resume, or use a new --run-dir")
+                          f"{saved.get('layer_map')}, embeddings {'frozen' if saved.get('freeze_embeddings') else 'trained'}, "
+                          f"logit/MLM terms {'on' if saved.get('masked') else 'off'}); give the same ones to resume, "
+                          f"or use a new --run-dir")
 
 
 # ---------------------------------------------------------------------------- the objective
@@ -207,6 +223,12 @@ class DistillObjective:
         labels = frozen_label(self.k)(params)
         return jax.tree.map(lambda p, label: jax.lax.stop_gradient(p) if label == "frozen" else p, params, labels)
 
+    def keep_frozen(self, old, new):
+        """After the update: frozen leaves are the old arrays themselves (bit for bit, -0.0 included; with the
+        state donated XLA keeps their buffers instead of writing p + 0)."""
+        labels = frozen_label(self.k)(old)
+        return jax.tree.map(lambda o, n, label: o if label == "frozen" else n, old, new, labels)
+
     def loss(self, params, micro, keys, counts, teacher):
         k = self.k
         real_BxL = micro["attention_mask"].astype(jnp.float32)
@@ -264,8 +286,11 @@ class DistillObjective:
 # ---------------------------------------------------------------------------- the command
 
 def on_mesh(tree: dict, shardings):
-    """Host arrays -> global arrays of these shardings (each process holds the whole tree)."""
-    return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index: x[index]), tree, shardings)
+    """Host arrays -> global arrays of these shardings (each process holds the whole tree). Each shard is a
+    copy: on a CPU a device array may otherwise alias the host memory it came from, and the student's arrays
+    (donated every step) come from the same host arrays as the teacher's."""
+    return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index: np.array(x[index])),
+                        tree, shardings)
 
 
 def param_shardings(model: ModelConfig, config: Config, mesh):
@@ -277,26 +302,32 @@ def param_shardings(model: ModelConfig, config: Config, mesh):
 
 
 def resolve(config: Config, log=print):
-    """(student config, teacher model config, teacher parameters, write(tokenizer), layer map): every check
-    that needs the teacher, before any data work or compile."""
+    """(student config, teacher model config, teacher parameters, write(tokenizer), layer map, names of the
+    teacher's freshly initialised parameters): every check that needs the teacher, before any data work or
+    compile."""
     k = config.distill
     if not k.teacher:
         raise ConfigError("distill: no teacher; give --teacher RUN_DIR|HF_DIR (distill.teacher)")
     if k.student_layers < 1:
         raise ConfigError("distill: give the student's depth with --student-layers K (distill.student_layers)")
-    teacher, teacher_params, write_tokenizer = load_teacher(k.teacher, config, log)
+    teacher, teacher_params, write_tokenizer, fresh = load_teacher(k.teacher, config, log)
     if teacher.architecture != "bert":
         raise ConfigError(f"distill: the teacher {k.teacher} is an {teacher.architecture} model; distillation takes "
                           f"a BERT (import one with `electra-jax import`)")
     if k.student_layers > teacher.num_layers:
         raise ConfigError(f"distill: --student-layers {k.student_layers} exceeds the teacher's {teacher.num_layers} "
                           f"layers")
+    if k.logit_weight and any(name.startswith("predictions_") for name in fresh):
+        raise ConfigError(f"distill: the teacher {k.teacher} has no MLM head (a BertModel), so there are no teacher "
+                          f"logits to distil; set distill.logit_weight=0 or give a BertForMaskedLM / "
+                          f"BertForPreTraining")
     model = student_model(teacher, config.model, k.student_layers)
     config = dataclasses.replace(config, model=model, data=dataclasses.replace(
         config.data, seq_len=min(config.data.seq_len, model.max_position_embeddings)))
     validate(config, jax.device_count())
     teacher = dataclasses.replace(model, num_layers=teacher.num_layers)
-    return config, teacher, teacher_params, write_tokenizer, layer_map(k, k.student_layers, teacher.num_layers)
+    return (config, teacher, teacher_params, write_tokenizer, layer_map(k, k.student_layers, teacher.num_layers),
+            fresh)
 
 
 def distill(config: Config, run_dir: str | Path, log=print, progress: bool = True) -> dict:
@@ -305,15 +336,18 @@ def distill(config: Config, run_dir: str | Path, log=print, progress: bool = Tru
     as a BertForMaskedLM and `finetune --init` starts from it."""
     run_dir = Path(run_dir)
     _check_inputs(config)
-    config, teacher_model, teacher_params, write_tokenizer, pairs = resolve(config, log)
-    record = {"source": str(Path(config.distill.teacher).resolve()), "digest": teacher_digest(teacher_params),
-              "teacher_layers": teacher_model.num_layers, "student_layers": config.distill.student_layers,
-              "layer_map": [list(p) for p in pairs]}
-    if jax.process_index() == 0:
+    config, teacher_model, teacher_params, write_tokenizer, pairs, fresh = resolve(config, log)
+    k = config.distill
+    record = {"source": str(Path(k.teacher).resolve()), "digest": teacher_digest(teacher_params, fresh),
+              "teacher_layers": teacher_model.num_layers, "student_layers": k.student_layers,
+              "layer_map": [list(p) for p in pairs], "freeze_embeddings": k.freeze_embeddings,
+              "masked": needs_masking(k)}
+    is_main = jax.process_index() == 0
+    if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _check_teacher_record(run_dir, record)
-        if not (run_dir / "tokenizer").is_dir():  # the teacher's vocabulary is the student's
-            write_tokenizer(run_dir / "tokenizer")
+    _check_teacher_record(run_dir, record, write=is_main)
+    if is_main and not (run_dir / "tokenizer").is_dir():  # the teacher's vocabulary is the student's
+        write_tokenizer(run_dir / "tokenizer")
     config, data_folder, metadata, log = start_run(config, run_dir, log)
     log(f"distilling {teacher_model.num_layers} -> {config.model.num_layers} layers, layer map "
         f"{', '.join(f'{s}:{t}' for s, t in pairs)}, embeddings {'frozen' if config.distill.freeze_embeddings else 'trained'}")

@@ -232,6 +232,8 @@ def make_train_step(config: Config, model, tx, specials: SpecialIds, word_starts
             (grads, sums), _ = jax.lax.scan(accumulate, zeros, (micro_batches, micro_rngs))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        if hasattr(objective, "keep_frozen"):  # frozen parameters carried over as they were, not p + 0
+            params = objective.keep_frozen(state.params, params)
         metrics = objective.metrics(sums, counts)
         metrics["grad_norm"] = optax.tree.norm(grads)
         metrics["param_norm"] = optax.tree.norm(params)
@@ -257,11 +259,13 @@ def build_optimizer(config: Config) -> tuple[optax.Schedule, optax.GradientTrans
 
 
 def single_device_state(config: Config):
-    """(abstract state, state initialiser) on one device: for tools that read or write a run's checkpoints
-    outside training (export, import), whatever mesh the run trained on."""
+    """(abstract state, state initialiser) on one of this process's devices: for tools that read or write a
+    run's checkpoints outside training (export, import, a distillation teacher on every process of a run),
+    whatever mesh the run trained on."""
     config = dataclasses.replace(config, mesh=MeshConfig(data=1))
     _, tx = build_optimizer(config)
-    _, abstract, make_state = state_shardings(config, build_model(config), tx, make_mesh(config, jax.devices()[:1]))
+    _, abstract, make_state = state_shardings(config, build_model(config), tx,
+                                              make_mesh(config, jax.local_devices()[:1]))
     return abstract, make_state
 
 

@@ -16,6 +16,16 @@ def test_presets_load(name):
     assert config.model.hidden_size % config.model.num_heads == 0
 
 
+def test_distillation_presets():
+    mbert = load_config(REPO / "configs" / "distill_mbert.yaml")
+    k, o = mbert.distill, mbert.objective
+    assert (k.student_layers, k.freeze_embeddings, k.hidden_weight, k.attention_weight, k.logit_weight) == (
+        6, True, 1.0, 1.0, 0.0)
+    assert (o.mask_token_prob, o.random_token_prob, mbert.optimizer.learning_rate) == (0.8, 0.1, 1e-4)
+    smoke = load_config(REPO / "configs" / "distill_smoke.yaml")
+    assert (smoke.train.steps, smoke.train.batch_size, smoke.data.seq_len) == (200, 16, 64)
+
+
 def test_paper_dimensions():
     small = load_config(REPO / "configs" / "electra_small.yaml")
     m = small.model

@@ -71,6 +71,10 @@ def test_io_tags_outside_tag_and_malformed_lines(tmp_path, shared_data):
     assert TASKS["ner"].labels(sentences) == ["B-LOC", "B-MISC", "B-ORG", "B-PER", "I-LOC", "I-MISC", "I-ORG",
                                               "I-PER", "O"]
     assert sentences[0].tokens[:3] == ["I", "längden", "torde"]
+    bioes = tmp_path / "bioes.tsv"
+    bioes.write_text("Åse\tS-PER\nbor\tO\n", encoding="utf-8")
+    with pytest.raises(FinetuneDataError, match="'S-PER' look like BIOES/BILOU"):
+        TASKS["ner"].read(bioes, FinetuneOptions())
     test, _ = TASKS["ner"].read(train.with_name("sv_webbnyheter2012_test_corpus.txt"), FinetuneOptions(outside_tag="0"))
     assert (test[0].tokens[:3], test[0].tags[:3]) == (["Inger", "Atterstam", ":"], ["B-PER", "I-PER", "O"])
 

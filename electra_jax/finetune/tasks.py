@@ -42,6 +42,10 @@ class TokenTask:
         if options.outside_tag == "O" and "0" in tags and "O" not in tags:
             raise FinetuneDataError(f"{path}: tag '0' occurs but 'O' never does; if '0' marks the words outside "
                                     f"entities (as in the Swedish Webbnyheter corpus), pass --outside-tag 0")
+        other_scheme = sorted(tag for tag in tags if len(tag) > 2 and tag[1] == "-" and tag[0] in "SELU")
+        if other_scheme:
+            raise FinetuneDataError(f"{path}: tags such as {other_scheme[0]!r} look like BIOES/BILOU; give IOB2 "
+                                    f"(B-X, I-X, O) or IO (X, O) tags")
         bare = repaired = 0
         for sentence in sentences:
             sentence.tags, count = io_to_iob2(sentence.tags, options.outside_tag)

@@ -56,7 +56,9 @@ def distillation_section(config: Config, step: int, teacher: dict, metrics: dict
              *(f"| {label} | {weight:g} | {'-' if value is None else f'{value:.4f}'} |" for label, weight, value in losses),
              ""]
     if not (k.logit_weight or k.mlm_weight):
-        lines += ["No logit or MLM loss was used, so the masked-LM head is the teacher's, unchanged: fill-mask "
+        decoder = ("" if k.freeze_embeddings else " (its decoder, the word-embedding table, was trained with the "
+                   "embeddings)")
+        lines += [f"No logit or MLM loss was used, so the masked-LM head is the teacher's{decoder}: fill-mask "
                   "predictions are its reading of the student's last layer. Fine-tune the encoder.", ""]
     return lines
 

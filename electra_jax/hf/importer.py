@@ -287,8 +287,8 @@ def _single_model_tokenizer(folder: Path, family):
 def read_single(folder: Path, config: Config, family, log=print):
     """An ALBERT (AlbertForPreTraining / AlbertForMaskedLM / AlbertModel) or BERT (BertForMaskedLM /
     BertForPreTraining / BertModel) folder -> (config with its model and tokenizer settings, a fresh state
-    holding its parameters, write(tokenizer folder)); heads the file lacks keep their initialisation (and are
-    named). `config` gives everything but the model's shape."""
+    holding its parameters, write(tokenizer folder), the parameters the file lacks); those keep their
+    initialisation (and are named). `config` gives everything but the model's shape."""
     import jax
     import jax.numpy as jnp
 
@@ -312,14 +312,14 @@ def read_single(folder: Path, config: Config, family, log=print):
     fresh = family.fresh_rows(model, architecture)
     if fresh:
         log(f"freshly initialised (not in an {architecture}): {', '.join(fresh)}")
-    return config, state.replace(params=jax.tree.map(jnp.asarray, params)), write_tokenizer
+    return config, state.replace(params=jax.tree.map(jnp.asarray, params)), write_tokenizer, tuple(fresh)
 
 
 def import_single(folder: Path, out_dir: Path, base_config: str | Path | None, family, log=print) -> Path:
     """An ALBERT or BERT folder (see `read_single`) -> a run directory."""
     from electra_jax.checkpoint import Checkpointer
 
-    config, state, write_tokenizer = read_single(folder, load_config(base_config), family, log)
+    config, state, write_tokenizer, _ = read_single(folder, load_config(base_config), family, log)
     model = config.model
     with staged_folder(out_dir, "import") as staging:
         save_config(config, staging / "config.yaml")
