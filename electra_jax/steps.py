@@ -2,8 +2,9 @@
 gradient accumulation, the update) the same way for all.
 
 Each objective has `prepare(keys, batch) -> (per-example inputs, global counts)`: masking on device, for the
-whole batch, so micro-batches share one normalisation; `loss(params, micro, keys, counts, frozen) -> (loss, sums)`
-for one micro-batch (`frozen`: parameters the step takes but does not train, such as a teacher's); `zero_sums()`; and `metrics(sums)`.
+whole batch, so micro-batches share one normalisation; `loss(params, micro, keys, counts, frozen) ->
+(loss, sums)` for one micro-batch (`frozen`: parameters the step takes but does not train, such as a
+teacher's); `zero_sums()`; and `metrics(sums)`.
 """
 from __future__ import annotations
 
