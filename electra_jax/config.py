@@ -77,7 +77,9 @@ class DataConfig:
 class ObjectiveConfig:
     mask_prob: float = 0.15
     mask_token_prob: float = 0.85  # of the selected positions; the rest stay unchanged
-    max_predictions: int = 20  # per sequence; generator logits are computed only there
+    # Per sequence; generator logits are computed only there. 0: derived from mask_prob and data.seq_len as
+    # google-research/electra does, int((mask_prob + 0.005) * seq_len) (see `Config.max_predictions`).
+    max_predictions: int = 0
     discriminator_weight: float = 50.0
     temperature: float = 1.0
     sampler: str = "inverse_cdf"  # or "gumbel": the same distribution, one noise draw per vocabulary entry
@@ -166,6 +168,27 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+
+    @property
+    def max_predictions(self) -> int:
+        """Masked positions per sequence: `objective.max_predictions`, or derived from the masking rate."""
+        return self.objective.max_predictions or derived_max_predictions(self.objective.mask_prob, self.data.seq_len)
+
+
+def derived_max_predictions(mask_prob: float, seq_len: int) -> int:
+    """google-research/electra configure_pretraining: max_predictions_per_seq = int((mask_prob + 0.005) * L)."""
+    return max(1, int((mask_prob + 0.005) * seq_len))
+
+
+def masking_warning(config: Config) -> str | None:
+    """One line when a set `objective.max_predictions` caps masking below `objective.mask_prob`."""
+    o, seq_len = config.objective, config.data.seq_len
+    wanted = derived_max_predictions(o.mask_prob, seq_len)
+    if not o.max_predictions or o.max_predictions >= wanted:
+        return None
+    return (f"warning: objective.max_predictions={o.max_predictions} masks at most {o.max_predictions} of "
+            f"{seq_len} tokens ({o.max_predictions / seq_len:.1%}), below objective.mask_prob={o.mask_prob:.0%}; "
+            f"set objective.max_predictions=0 to derive it ({wanted})")
 
 
 # ---------------------------------------------------------------------------- building from dicts
@@ -354,7 +377,9 @@ def validate(config: Config, num_devices: int | None = None) -> None:
         raise ConfigError(f"config: objective.random_token_prob must be in [0, 1 - objective.mask_token_prob], "
                           f"got {o.random_token_prob}")
     _positive("objective.max_ngram", o.max_ngram)
-    _positive("objective.max_predictions", o.max_predictions)
+    if o.max_predictions < 0:
+        raise ConfigError(f"config: objective.max_predictions must be >= 0 (0: derived from objective.mask_prob "
+                          f"and data.seq_len), got {o.max_predictions}")
     if o.max_predictions > d.seq_len:
         raise ConfigError(f"config: objective.max_predictions={o.max_predictions} exceeds data.seq_len={d.seq_len}")
     _positive("objective.temperature", o.temperature)

@@ -192,10 +192,11 @@ class DistillObjective:
             select_rng, replace_rng = keys
             chosen = objectives.mask_tokens(select_rng, input_ids, _maskable(input_ids, specials), mask_id=specials.mask,
                                             mask_prob=obj.mask_prob, mask_token_prob=0.0,
-                                            max_predictions=obj.max_predictions)  # selection only
+                                            max_predictions=self.config.max_predictions)  # selection only
             selected = objectives.scatter(jnp.zeros_like(input_ids), chosen.positions_BxP,
                                           jnp.ones_like(chosen.positions_BxP), chosen.weights_BxP > 0) > 0
-            masked = objectives.mask_selected(replace_rng, input_ids, selected, max_predictions=obj.max_predictions,
+            masked = objectives.mask_selected(replace_rng, input_ids, selected,
+                                              max_predictions=self.config.max_predictions,
                                               mask_id=specials.mask, mask_token_prob=obj.mask_token_prob,
                                               random_token_prob=obj.random_token_prob, random_ids=self.random_ids)
             whole.update(input_ids=masked.input_ids_BxL, masked=masked)

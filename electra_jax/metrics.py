@@ -76,7 +76,7 @@ def electra_train_flops_per_token(config: Config) -> float:
     forward += encoder_flops_per_token(m.num_layers, gen_h, m.generator_intermediate_size, seq_len)
     forward += 2 * emb * disc_h * (emb != disc_h) + 2 * emb * gen_h * (emb != gen_h)  # projections
     forward += 2 * disc_h * disc_h + 2 * disc_h  # discriminator head
-    predicted_fraction = config.objective.max_predictions / seq_len  # generator head runs only there
+    predicted_fraction = config.max_predictions / seq_len  # generator head runs only there
     forward += predicted_fraction * (2 * gen_h * emb + 2 * emb * m.vocab_size)
     return 3.0 * forward
 
@@ -89,7 +89,7 @@ def albert_train_flops_per_token(config: Config) -> float:
     forward = encoder_flops_per_token(applications, m.hidden_size, m.intermediate_size, seq_len)
     forward += 2 * m.embedding_size * m.hidden_size  # embedding_hidden_mapping_in
     forward += (2 * m.hidden_size * m.hidden_size + 4 * m.hidden_size) / seq_len  # pooler + SOP, once per sequence
-    predicted_fraction = config.objective.max_predictions / seq_len
+    predicted_fraction = config.max_predictions / seq_len
     forward += predicted_fraction * (2 * m.hidden_size * m.embedding_size + 2 * m.embedding_size * m.vocab_size)
     return 3.0 * forward
 
@@ -101,7 +101,7 @@ def distill_flops_per_token(config: Config, teacher_layers: int) -> float:
     teacher = encoder_flops_per_token(teacher_layers, m.hidden_size, m.intermediate_size, seq_len)
     student = encoder_flops_per_token(k.student_layers, m.hidden_size, m.intermediate_size, seq_len)
     if k.logit_weight or k.mlm_weight:
-        head = config.objective.max_predictions / seq_len * (2 * m.hidden_size ** 2 + 2 * m.hidden_size * m.vocab_size)
+        head = config.max_predictions / seq_len * (2 * m.hidden_size ** 2 + 2 * m.hidden_size * m.vocab_size)
         teacher, student = teacher + head, student + head
     return teacher + 3.0 * student
 

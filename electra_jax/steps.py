@@ -40,7 +40,7 @@ class ElectraObjective:
         attention_mask = (input_ids != specials.pad).astype(jnp.int32)
         masked = objectives.mask_tokens(mask_rng, input_ids, _maskable(input_ids, specials), mask_id=specials.mask,
                                         mask_prob=obj.mask_prob, mask_token_prob=obj.mask_token_prob,
-                                        max_predictions=obj.max_predictions)
+                                        max_predictions=self.config.max_predictions)
         counts = (jnp.maximum(masked.weights_BxP.sum(), 1.0),
                   jnp.maximum(attention_mask.sum().astype(jnp.float32), 1.0))
         whole = {"input_ids": input_ids, "segment_ids": batch["segment_ids"], "attention_mask": attention_mask,
@@ -89,10 +89,11 @@ class AlbertObjective:
         attention_mask = (input_ids != specials.pad).astype(jnp.int32)
         selected, _ = objectives.select_ngrams(select_rng, _maskable(input_ids, specials),
                                                self.word_starts_V[input_ids], mask_prob=obj.mask_prob,
-                                               max_predictions=obj.max_predictions, max_ngram=obj.max_ngram)
-        masked = objectives.mask_selected(replace_rng, input_ids, selected, max_predictions=obj.max_predictions,
-                                          mask_id=specials.mask, mask_token_prob=obj.mask_token_prob,
-                                          random_token_prob=obj.random_token_prob, random_ids=self.random_ids)
+                                               max_predictions=self.config.max_predictions, max_ngram=obj.max_ngram)
+        masked = objectives.mask_selected(replace_rng, input_ids, selected,
+                                          max_predictions=self.config.max_predictions, mask_id=specials.mask,
+                                          mask_token_prob=obj.mask_token_prob, random_token_prob=obj.random_token_prob,
+                                          random_ids=self.random_ids)
         counts = (jnp.maximum(masked.weights_BxP.sum(), 1.0), jnp.float32(input_ids.shape[0]),
                   attention_mask.sum().astype(jnp.float32))
         whole = {"segment_ids": batch["segment_ids"], "attention_mask": attention_mask, "masked": masked,

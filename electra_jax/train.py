@@ -22,7 +22,7 @@ from flax import struct
 from jax.experimental import multihost_utils
 
 from electra_jax.checkpoint import Checkpointer, abstract_with_shardings
-from electra_jax.config import Config, ConfigError, MeshConfig, save_config, validate
+from electra_jax.config import Config, ConfigError, MeshConfig, masking_warning, save_config, validate
 from electra_jax.data.default_corpus import write_default_corpus
 from electra_jax.data.loader import PretrainingData, batch_hash
 from electra_jax.data.prepare import METADATA, PackOptions, prepare, read_metadata
@@ -176,7 +176,7 @@ def build_model(config: Config) -> Electra | Albert | Bert:
 
 def _dummy_inputs(config: Config):
     ids = jnp.zeros((1, config.data.seq_len), jnp.int32)
-    return ids, ids, jnp.ones_like(ids), jnp.zeros((1, config.objective.max_predictions), jnp.int32)
+    return ids, ids, jnp.ones_like(ids), jnp.zeros((1, config.max_predictions), jnp.int32)
 
 
 def state_shardings(config: Config, model: Electra, tx: optax.GradientTransformation, mesh):
@@ -343,6 +343,9 @@ def start_run(config: Config, run_dir: Path, log=print):
     if not is_main:
         log = _quiet
     run_dir.mkdir(parents=True, exist_ok=True)
+    warning = masking_warning(config)
+    if warning:
+        log(warning)
     if is_main:
         config_with_vocab, data_folder, metadata = prepare_data(config, run_dir, log)
         save_config(config_with_vocab, run_dir / "config.yaml")

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from electra_jax.config import ConfigError, load_config, mesh_shape, validate
+from electra_jax.config import ConfigError, load_config, masking_warning, mesh_shape, validate
 from tests.conftest import REPO
 
 PRESETS = ["electra_smoke", "electra_small", "electra_small_plus", "electra_medium", "electra_base", "electra_large",
@@ -88,3 +88,48 @@ def test_cli_reports_config_error_in_one_line():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "train.stpes" in result.stderr
+
+
+def test_masking_budget_is_derived_as_the_original():
+    # google-research/electra: max_predictions_per_seq = int((mask_prob + 0.005) * max_seq_length).
+    small = load_config(REPO / "configs" / "electra_small.yaml")
+    assert small.objective.max_predictions == 0 and small.max_predictions == 19
+    assert load_config(REPO / "configs" / "electra_base.yaml").max_predictions == 79
+    assert load_config(REPO / "configs" / "electra_large.yaml").max_predictions == 130  # 25% of 512
+    smoke = load_config(REPO / "configs" / "electra_smoke.yaml", ["data.seq_len=128"])
+    assert smoke.max_predictions == 19  # follows the sequence length it runs at
+    assert load_config(REPO / "configs" / "electra_smoke.yaml", ["objective.max_predictions=7"]).max_predictions == 7
+    with pytest.raises(ConfigError, match="objective.max_predictions must be >= 0"):
+        load_config(None, ["objective.max_predictions=-1"])
+
+
+def test_derived_budget_masks_fifteen_percent_of_full_sequences():
+    import jax
+    import jax.numpy as jnp
+    from electra_jax.objectives import mask_tokens
+    config = load_config(REPO / "configs" / "electra_smoke.yaml", ["data.seq_len=128"])
+    ids = jnp.full((64, 128), 7, jnp.int32).at[:, 0].set(2).at[:, 63].set(3).at[:, 127].set(3)
+    masked = mask_tokens(jax.random.key(0), ids, ids == 7, mask_id=4, mask_prob=0.15, mask_token_prob=0.85,
+                         max_predictions=config.max_predictions)
+    assert float(masked.weights_BxP.sum(1).mean()) == round(125 * 0.15)  # of the 125 maskable tokens
+
+
+def test_a_budget_below_the_masking_rate_warns_with_the_effective_rate():
+    capped = load_config(REPO / "configs" / "electra_smoke.yaml", ["data.seq_len=128", "objective.max_predictions=10"])
+    warning = masking_warning(capped)
+    assert warning.count("\n") == 0 and "objective.max_predictions=10" in warning and "(7.8%)" in warning
+    assert "objective.max_predictions=0" in warning and "(19)" in warning
+    assert masking_warning(load_config(REPO / "configs" / "electra_smoke.yaml", ["data.seq_len=128"])) is None
+    assert masking_warning(load_config(REPO / "configs" / "electra_smoke.yaml",
+                                       ["data.seq_len=128", "objective.max_predictions=20"])) is None
+    assert "(3.9%)" in masking_warning(load_config(REPO / "configs" / "albert_base.yaml"))  # ALBERT's own 20 of 512
+
+
+def test_pretrain_prints_the_masking_warning_once(tmp_path, tiny_corpus):
+    from electra_jax.train import start_run
+    from tests.conftest import TINY
+    lines = []
+    config = load_config(REPO / "configs" / "electra_smoke.yaml",
+                         [*TINY, f"data.corpus=[{tiny_corpus}]", "objective.max_predictions=2"])
+    start_run(config, tmp_path / "run", lines.append)
+    assert [line for line in lines if line.startswith("warning:")] == [masking_warning(config)]
