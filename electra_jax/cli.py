@@ -37,6 +37,11 @@ def _train(args, config, run, architecture: str) -> int:
         from electra_jax.train import SUMMARY, shown
         extra = "".join(f", {label} {final[key]:.4f}" for label, key in shown(SUMMARY, architecture, final))
         print(f"step {summary['end_step']}: loss {final['loss']:.4f}{extra}")
+        held = {key[len("eval_"):]: value for key, value in final.items() if key.startswith("eval_")}
+        if "loss" in held:
+            extra = "".join(f", {label} {held[key]:.4f}" for label, key in shown(SUMMARY, architecture, held))
+            auc = f", discriminator AUC {held['discriminator_auc']:.4f}" if "discriminator_auc" in held else ""
+            print(f"held-out: loss {held['loss']:.4f}{extra}{auc}")
     print(f"checkpoints: {summary['checkpoints']}")
     print(f"metrics:     {summary['metrics']}")
     print(f"tensorboard: {summary['tensorboard']}")
@@ -100,7 +105,8 @@ def _prepare(args) -> int:
     options = PackOptions(format=args.format, seq_len=args.seq_len, seed=args.seed,
                           short_seq_prob=args.short_seq_prob, single_segment_prob=args.single_segment_prob,
                           blank_lines_separate_docs=args.blank_lines_separate_docs, text_field=args.text_field,
-                          tfds_data_dir=args.tfds_data_dir, examples_per_shard=args.examples_per_shard)
+                          tfds_data_dir=args.tfds_data_dir, examples_per_shard=args.examples_per_shard,
+                          eval_fraction=args.eval_fraction)
     prepare(args.input, args.tokenizer, args.out, options, workers=args.workers, progress=not args.no_progress)
     return 0
 
@@ -252,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--single-segment-prob", type=float, default=0.1, help="electra: share of one-segment examples")
     prep.add_argument("--blank-lines-separate-docs", action=argparse.BooleanOptionalAction, default=True)
     prep.add_argument("--examples-per-shard", type=int, default=10_000)
+    prep.add_argument("--eval-fraction", type=float, default=0.0,
+                      help="share of whole documents held out in eval-* shards for pretraining's held-out evaluation "
+                           "(chosen by a hash of each document's text; the train shards never hold them)")
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
     prep.set_defaults(run=_prepare)
     fine = commands.add_parser("finetune", help="fine-tune for NER, POS tagging or sentence (pair) classification; "

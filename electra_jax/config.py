@@ -71,6 +71,10 @@ class DataConfig:
     short_seq_prob: float = 0.05  # share of examples with a random shorter target length
     blank_lines_separate_docs: bool = True
     seed: int = 0
+    # Held-out evaluation data (see train.eval_every): a share of whole documents held out when the corpus is
+    # packed (with data.prepared: the share its `prepare --eval-fraction` held out), or a separate prepared folder.
+    eval_fraction: float = 0.0
+    eval_prepared: str = ""
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,10 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     stop_after: int = 0  # stop after this many steps in this process (0: run to `steps`)
+    # Held-out evaluation every this many steps (0: never) and at the end, when the run has eval data: the step
+    # without dropout on the same `eval_batches` batches with the same masking and sampling keys every time.
+    eval_every: int = 500
+    eval_batches: int = 10
 
 
 @dataclass(frozen=True)
@@ -367,6 +375,10 @@ def validate(config: Config, num_devices: int | None = None) -> None:
         raise ConfigError("config: give data.prepared or data.corpus, not both (prepared data is already packed)")
     if d.vocab_size < 10:
         raise ConfigError(f"config: data.vocab_size must be at least 10, got {d.vocab_size}")
+    if not 0.0 <= d.eval_fraction < 1.0:
+        raise ConfigError(f"config: data.eval_fraction must be in [0, 1), got {d.eval_fraction}")
+    if d.eval_fraction and d.eval_prepared:
+        raise ConfigError("config: give data.eval_fraction or data.eval_prepared, not both")
     if not 0.0 <= d.short_seq_prob <= 1.0:
         raise ConfigError(f"config: data.short_seq_prob must be in [0, 1], got {d.short_seq_prob}")
     if not 0.0 < o.mask_prob < 1.0:
@@ -389,6 +401,9 @@ def validate(config: Config, num_devices: int | None = None) -> None:
         _positive(f"train.{name}", getattr(t, name))
     if t.stop_after < 0:
         raise ConfigError(f"config: train.stop_after must be >= 0, got {t.stop_after}")
+    if t.eval_every < 0:
+        raise ConfigError(f"config: train.eval_every must be >= 0 (0: no held-out evaluation), got {t.eval_every}")
+    _positive("train.eval_batches", t.eval_batches)
     if t.batch_size % t.grad_accum_steps:
         raise ConfigError(f"config: train.grad_accum_steps={t.grad_accum_steps} does not divide "
                           f"train.batch_size={t.batch_size}")

@@ -41,7 +41,7 @@ from electra_jax.config import Config, ConfigError, DistillConfig, ModelConfig, 
 from electra_jax.data.text_tokenizer import SpecialIds, copy_tokenizer
 from electra_jax.mesh import logical_rules, make_mesh
 from electra_jax.models.bert import Bert
-from electra_jax.steps import _maskable, _zeros
+from electra_jax.steps import HeldOut, _maskable, _zeros
 from electra_jax.train import (TrainState, _check_inputs, build_optimizer, setup_training, special_ids, start_run,
                                train_loop)
 
@@ -172,7 +172,7 @@ class DistillSums(NamedTuple):
     mlm_hits: jax.Array
 
 
-class DistillObjective:
+class DistillObjective(HeldOut):
     """The `steps.py` interface: prepare (masking for the whole batch), loss (one micro-batch), metrics."""
 
     def __init__(self, config: Config, teacher: ModelConfig, specials: SpecialIds, pairs):
@@ -230,13 +230,13 @@ class DistillObjective:
         labels = frozen_label(self.k)(old)
         return jax.tree.map(lambda o, n, label: o if label == "frozen" else n, old, new, labels)
 
-    def loss(self, params, micro, keys, counts, teacher):
+    def loss(self, params, micro, keys, counts, teacher, deterministic: bool = False):
         k = self.k
         real_BxL = micro["attention_mask"].astype(jnp.float32)
         t_logits, t_hidden, t_attention = jax.tree.map(jax.lax.stop_gradient, self._forward(
             self.teacher, teacher, micro, deterministic=True))
         s_logits, s_hidden, s_attention = self._forward(self.student, self._frozen_stopped(params), micro,
-                                                        deterministic=False, rng=keys[0])
+                                                        deterministic=deterministic, rng=keys[0])
         zero = jnp.zeros((), jnp.float32)
         hidden = attention = logit = mlm = hits = zero
         for s, t in self.pairs:
@@ -369,6 +369,4 @@ def distill(config: Config, run_dir: str | Path, log=print, progress: bool = Tru
         params = student_params(teacher_params, config.distill.student_layers)
         return new_state(on_mesh(params, shardings.params))
 
-    step_fn = training.step_fn
-    return train_loop(config, run_dir, training, data_folder, lambda state, batch: step_fn(state, batch, teacher),
-                      init, log, progress)
+    return train_loop(config, run_dir, training, data_folder, init, log, progress, frozen=teacher)

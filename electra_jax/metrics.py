@@ -112,6 +112,12 @@ def train_flops_per_token(config: Config) -> float:
     return electra_train_flops_per_token(config)
 
 
+def _series(records: list[dict], name: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of the records that logged `name`."""
+    kept = [r for r in records if name in r]
+    return [r["step"] for r in kept], [r[name] for r in kept]
+
+
 def plot_metrics(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     records = read_metrics(metrics_path)
     if not records:
@@ -120,21 +126,28 @@ def plot_metrics(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [r["step"] for r in records]
     panels = [("loss", ["generator_loss", "discriminator_loss", "mlm_loss", "sop_loss", "hidden_loss",
                         "attention_loss", "logit_loss"]),
               ("accuracy / F1", ["generator_accuracy", "discriminator_accuracy", "replaced_f1", "mlm_accuracy",
-                                 "sop_accuracy"])]
-    # Only the panels this run has data for (a distillation without MLM has no accuracy).
-    panels = [(title, [n for n in names if n in records[0]]) for title, names in panels]
+                                 "sop_accuracy", "discriminator_auc"])]
+    logged = set().union(*records)
+    # Only the panels this run has data for (a distillation without MLM has no accuracy); held-out values
+    # (eval_*, logged every train.eval_every steps) are dashed, in their training curve's colour.
+    panels = [(title, [n for n in names if n in logged or f"eval_{n}" in logged]) for title, names in panels]
     panels = [(title, names) for title, names in panels if names] or [("loss", ["loss"])]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     for axis, (title, names) in zip(axes[0], panels):
         for name in names:
-            axis.plot(steps, [r[name] for r in records], label=name)
+            colour = None
+            if name in logged:
+                line, = axis.plot(*_series(records, name), label=name)
+                colour = line.get_color()
+            if f"eval_{name}" in logged:
+                axis.plot(*_series(records, f"eval_{name}"), "--o", markersize=3, color=colour,
+                          label=f"{name} (held out)")
         axis.set_title(title)
         axis.set_xlabel("step")
-        axis.legend()
+        axis.legend(fontsize=8)
         axis.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -121,8 +122,9 @@ class Sums(NamedTuple):
 
 
 def electra_sums(gen_logits_fn, disc_logits_fn, sample_keys_B, masked: Masked, input_ids_BxL, attention_mask_BxL,
-                 temperature: float, sampler: str = "inverse_cdf") -> Sums:
-    """Generator MLM and discriminator RTD loss sums for one (micro-)batch.
+                 temperature: float, sampler: str = "inverse_cdf", with_scores: bool = False):
+    """Generator MLM and discriminator RTD loss sums for one (micro-)batch; with `with_scores` also
+    (discriminator logits, replaced labels, token mask), each B x L.
 
     gen_logits_fn(masked_ids, positions) -> B x P x V; disc_logits_fn(corrupted_ids) -> B x L.
     """
@@ -138,12 +140,35 @@ def electra_sums(gen_logits_fn, disc_logits_fn, sample_keys_B, masked: Masked, i
     disc_BxL = optax.sigmoid_binary_cross_entropy(disc_logits_BxL, replaced_BxL)
     predicted_BxL = (disc_logits_BxL > 0).astype(jnp.float32) * token_mask_BxL
     w = masked.weights_BxP
-    return Sums(
+    sums = Sums(
         mlm_loss=(mlm_BxP * w).sum(), mlm_correct=(mlm_correct_BxP * w).sum(), num_predictions=w.sum(),
         disc_loss=(disc_BxL * token_mask_BxL).sum(),
         disc_correct=((predicted_BxL == replaced_BxL) * token_mask_BxL).sum(), num_tokens=token_mask_BxL.sum(),
         true_positives=(predicted_BxL * replaced_BxL).sum(), predicted_replaced=predicted_BxL.sum(),
         replaced=replaced_BxL.sum())
+    return (sums, (disc_logits_BxL, replaced_BxL, token_mask_BxL)) if with_scores else sums
+
+
+# Discriminator logits binned for a summable ROC AUC: 1/128-wide bins over [-16, 16] (a sigmoid of 1e-7 to
+# 1 - 1e-7), the two ends open.
+AUC_BINS, AUC_RANGE = 4096, 16.0
+
+
+def logit_histograms(logits_BxL, positive_BxL, weights_BxL):
+    """Counts of the logits in AUC_BINS bins, at positive and at negative positions (summable over batches)."""
+    scaled_BxL = (logits_BxL + AUC_RANGE) / (2 * AUC_RANGE) * AUC_BINS
+    bin_BxL = jnp.clip(scaled_BxL.astype(jnp.int32), 0, AUC_BINS - 1).reshape(-1)
+    positive_H = jnp.zeros(AUC_BINS, jnp.float32).at[bin_BxL].add((positive_BxL * weights_BxL).reshape(-1))
+    negative_H = jnp.zeros(AUC_BINS, jnp.float32).at[bin_BxL].add(((1 - positive_BxL) * weights_BxL).reshape(-1))
+    return positive_H, negative_H
+
+
+def auc(positive_H, negative_H) -> float:
+    """ROC AUC from the two histograms: P(a positive scores above a negative), a shared bin counting half."""
+    positive_H, negative_H = np.asarray(positive_H, np.float64), np.asarray(negative_H, np.float64)
+    below_H = np.cumsum(negative_H) - negative_H
+    pairs = positive_H.sum() * negative_H.sum()
+    return float((positive_H * (below_H + 0.5 * negative_H)).sum() / pairs) if pairs else float("nan")
 
 
 def electra_loss(sums: Sums, num_predictions, num_tokens, discriminator_weight: float):

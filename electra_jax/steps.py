@@ -2,9 +2,11 @@
 gradient accumulation, the update) the same way for all.
 
 Each objective has `prepare(keys, batch) -> (per-example inputs, global counts)`: masking on device, for the
-whole batch, so micro-batches share one normalisation; `loss(params, micro, keys, counts, frozen) ->
-(loss, sums)` for one micro-batch (`frozen`: parameters the step takes but does not train, such as a
-teacher's); `zero_sums()`; and `metrics(sums)`.
+whole batch, so micro-batches share one normalisation; `loss(params, micro, keys, counts, frozen,
+deterministic=False) -> (loss, sums)` for one micro-batch (`frozen`: parameters the step takes but does not
+train, such as a teacher's); `zero_sums()`; `metrics(sums, counts)`; and for held-out evaluation
+`evaluate(params, whole, keys, counts, frozen) -> summable tree` (no dropout) with `eval_metrics(total, counts)`
+on the host, over the sums of every eval batch (`HeldOut` gives the last two to any objective).
 """
 from __future__ import annotations
 
@@ -27,7 +29,17 @@ def _zeros(sums_class):
     return sums_class(*[jnp.zeros((), jnp.float32)] * len(sums_class._fields))
 
 
-class ElectraObjective:
+class HeldOut:
+    """Held-out evaluation from the objective's own loss sums and metrics, without dropout."""
+
+    def evaluate(self, params, whole, keys, counts, frozen=None):
+        return self.loss(params, whole, keys, counts, frozen, deterministic=True)[1]
+
+    def eval_metrics(self, total, counts) -> dict:
+        return self.metrics(total, counts)
+
+
+class ElectraObjective(HeldOut):
     """Generator MLM + 50 x replaced-token detection (see `objectives`)."""
 
     def __init__(self, config: Config, model, specials: SpecialIds):
@@ -47,23 +59,35 @@ class ElectraObjective:
                  "masked": masked, "sample_keys": jax.random.split(sample_rng, input_ids.shape[0])}
         return whole, counts
 
-    def loss(self, params, micro, keys, counts, frozen=None):
+    def _sums(self, params, micro, keys, deterministic: bool, with_scores: bool = False):
         obj = self.config.objective
         gen_rng, disc_rng = keys
         variables = {"params": params}
         seg, att = micro["segment_ids"], micro["attention_mask"]
 
         def gen_logits(ids, positions):
-            return self.model.apply(variables, ids, seg, att, positions, deterministic=False,
+            return self.model.apply(variables, ids, seg, att, positions, deterministic=deterministic,
                                     rngs={"dropout": gen_rng}, method=Electra.generator_logits)
 
         def disc_logits(ids):
-            return self.model.apply(variables, ids, seg, att, deterministic=False, rngs={"dropout": disc_rng},
-                                    method=Electra.discriminator_logits)
+            return self.model.apply(variables, ids, seg, att, deterministic=deterministic,
+                                    rngs={"dropout": disc_rng}, method=Electra.discriminator_logits)
 
-        sums = objectives.electra_sums(gen_logits, disc_logits, micro["sample_keys"], micro["masked"],
-                                       micro["input_ids"], att, obj.temperature, obj.sampler)
-        return objectives.electra_loss(sums, *counts, obj.discriminator_weight), sums
+        return objectives.electra_sums(gen_logits, disc_logits, micro["sample_keys"], micro["masked"],
+                                       micro["input_ids"], att, obj.temperature, obj.sampler, with_scores)
+
+    def loss(self, params, micro, keys, counts, frozen=None, deterministic: bool = False):
+        sums = self._sums(params, micro, keys, deterministic)
+        return objectives.electra_loss(sums, *counts, self.config.objective.discriminator_weight), sums
+
+    def evaluate(self, params, whole, keys, counts, frozen=None):
+        """The loss sums and histograms of the discriminator's logits at replaced and original tokens (AUC)."""
+        sums, (logits_BxL, replaced_BxL, token_mask_BxL) = self._sums(params, whole, keys, True, with_scores=True)
+        return sums, objectives.logit_histograms(logits_BxL, replaced_BxL, token_mask_BxL)
+
+    def eval_metrics(self, total, counts) -> dict:
+        sums, (replaced_H, original_H) = total
+        return {**self.metrics(sums, counts), "discriminator_auc": objectives.auc(replaced_H, original_H)}
 
     def zero_sums(self):
         return _zeros(objectives.Sums)
@@ -72,7 +96,7 @@ class ElectraObjective:
         return {**objectives.electra_metrics(sums, self.config.objective.discriminator_weight), "tokens": counts[1]}
 
 
-class AlbertObjective:
+class AlbertObjective(HeldOut):
     """Whole-word n-gram MLM (80/10/10) + sentence-order prediction."""
 
     def __init__(self, config: Config, model, specials: SpecialIds, word_starts_V: np.ndarray):
@@ -100,10 +124,10 @@ class AlbertObjective:
                  "sop_label": batch["sop_label"]}
         return whole, counts
 
-    def loss(self, params, micro, keys, counts, frozen=None):
+    def loss(self, params, micro, keys, counts, frozen=None, deterministic: bool = False):
         masked = micro["masked"]
         mlm, sop = self.model.apply({"params": params}, masked.input_ids_BxL, micro["segment_ids"],
-                                    micro["attention_mask"], masked.positions_BxP, deterministic=False,
+                                    micro["attention_mask"], masked.positions_BxP, deterministic=deterministic,
                                     rngs={"dropout": keys[0]})
         sums = objectives.albert_sums(mlm, sop, masked, micro["sop_label"])
         return objectives.albert_loss(sums, counts[0], counts[1]), sums

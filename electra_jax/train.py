@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 from electra_jax.checkpoint import Checkpointer, abstract_with_shardings
 from electra_jax.config import Config, ConfigError, MeshConfig, masking_warning, save_config, validate
 from electra_jax.data.default_corpus import write_default_corpus
-from electra_jax.data.loader import PretrainingData, batch_hash
+from electra_jax.data.loader import PretrainingData, batch_hash, held_out_batches
 from electra_jax.data.prepare import METADATA, PackOptions, prepare, read_metadata
 from electra_jax.data.sources import SkipReport, parse_source, read_documents
 from electra_jax.data.text_tokenizer import SpecialIds, copy_tokenizer, load_text_tokenizer
@@ -98,7 +98,8 @@ def prepare_data(config: Config, run_dir: Path, log=print) -> tuple[Config, Path
         if not (folder / METADATA).is_file():
             options = PackOptions(format=data_format(config.model.architecture), seq_len=data.seq_len, seed=data.seed,
                                   short_seq_prob=data.short_seq_prob,
-                                  blank_lines_separate_docs=data.blank_lines_separate_docs)
+                                  blank_lines_separate_docs=data.blank_lines_separate_docs,
+                                  eval_fraction=data.eval_fraction)
             prepare([str(f) for f in files], tokenizer_dir, folder, options, workers=0, progress=False, log=log)
         metadata = read_metadata(folder)
     _check_tokenizer(load_text_tokenizer(tokenizer_dir), tokenizer_dir, metadata, folder)
@@ -163,6 +164,30 @@ def with_vocab(config: Config, tokenizer_vocab: int) -> Config:
         raise ConfigError(f"config: model.vocab_size={config.model.vocab_size} does not match the tokenizer's "
                           f"{tokenizer_vocab} tokens; set it to 0 to take the tokenizer's size")
     return config
+
+
+def held_out_split(config: Config, data_folder: Path, metadata: dict) -> tuple[Path, str] | None:
+    """(folder, split) of the held-out evaluation data, or None: `data.eval_prepared` (a whole prepared folder,
+    checked against the training data), else the eval shards of the training data's folder."""
+    data = config.data
+    if data.eval_prepared:
+        folder = Path(data.eval_prepared)
+        if not (folder / METADATA).is_file():
+            raise ConfigError(f"config: data.eval_prepared={folder} has no {METADATA}; make it with "
+                              f"`electra-jax prepare`")
+        held_metadata = read_metadata(folder)
+        _check_layout(held_metadata, folder, data.seq_len, data_format(config.model.architecture))
+        if held_metadata["tokenizer"]["fingerprint"] != metadata["tokenizer"]["fingerprint"]:
+            raise ConfigError(f"config: data.eval_prepared={folder} was made with another tokenizer than the "
+                              f"training data {data_folder}; prepare it with --tokenizer {data_folder / 'tokenizer'}")
+        return folder, "train"
+    held = metadata.get("eval")
+    if data.eval_fraction and (held is None or held["fraction"] != data.eval_fraction):
+        found = f"eval fraction {held['fraction']}" if held else "no held-out split"
+        raise ConfigError(f"config: data.eval_fraction={data.eval_fraction}, but {data_folder} was packed with "
+                          f"{found}; prepare the data with --eval-fraction {data.eval_fraction} (a corpus run: use a "
+                          f"new run directory), or set data.eval_fraction={held['fraction'] if held else 0}")
+    return (data_folder, "eval") if held else None
 
 
 # ---------------------------------------------------------------------------- model and state
@@ -242,6 +267,21 @@ def make_train_step(config: Config, model, tx, specials: SpecialIds, word_starts
     return train_step
 
 
+# Held-out evaluation draws its masking and samples from this key folded with the batch index, whatever the
+# run's seed or step: every evaluation of every run masks the same positions of the same examples.
+EVAL_KEY_SEED = 20200323
+
+
+def make_eval_step(objective):
+    """`eval_step(params, batch, index, frozen=None) -> (summable tree, counts)`: one held-out batch, no dropout."""
+    def eval_step(params, batch, index, frozen=None):
+        key = jax.random.fold_in(jax.random.key(EVAL_KEY_SEED), index)
+        mask_rng, sample_rng, dropout_rng = jax.random.split(key, 3)
+        whole, counts = objective.prepare((mask_rng, sample_rng), batch)
+        return objective.evaluate(params, whole, jax.random.split(dropout_rng), counts, frozen), counts
+    return eval_step
+
+
 class Training(NamedTuple):
     model: Electra | Albert | Bert
     tx: optax.GradientTransformation
@@ -251,6 +291,8 @@ class Training(NamedTuple):
     init: Any  # () -> freshly initialised, sharded state
     batch_sharding: Any
     step_fn: Any  # jitted (state, batch[, frozen]) -> (state, metrics); donates the state
+    objective: Any
+    eval_fn: Any  # jitted (params, batch, index[, frozen]) -> (summable tree, counts): held-out evaluation
 
 
 def build_optimizer(config: Config) -> tuple[optax.Schedule, optax.GradientTransformation]:
@@ -276,14 +318,17 @@ def setup_training(config: Config, mesh, specials: SpecialIds, word_starts_V=Non
     passes its objective, its (schedule, optimizer) and the shardings of the frozen teacher parameters that
     the step then takes as its third argument."""
     model = build_model(config)
+    objective = objective or make_objective(config, model, specials, word_starts_V)
     schedule, tx = optimizer or build_optimizer(config)
     shardings, abstract, make_state = state_shardings(config, model, tx, mesh)
     init = functools.partial(jax.jit(make_state, out_shardings=shardings), jax.random.key(config.train.seed))
     batch_spec = batch_sharding(mesh, logical_rules(config))
-    in_shardings = (shardings, batch_spec) if frozen_shardings is None else (shardings, batch_spec, frozen_shardings)
+    frozen = () if frozen_shardings is None else (frozen_shardings,)
     step_fn = jax.jit(make_train_step(config, model, tx, specials, word_starts_V, objective), donate_argnums=0,
-                      in_shardings=in_shardings, out_shardings=(shardings, replicated(mesh)))
-    return Training(model, tx, schedule, shardings, abstract, init, batch_spec, step_fn)
+                      in_shardings=(shardings, batch_spec, *frozen), out_shardings=(shardings, replicated(mesh)))
+    eval_fn = jax.jit(make_eval_step(objective), out_shardings=replicated(mesh),
+                      in_shardings=(shardings.params, batch_spec, replicated(mesh), *frozen))
+    return Training(model, tx, schedule, shardings, abstract, init, batch_spec, step_fn, objective, eval_fn)
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -319,6 +364,38 @@ def _quiet(*_):
     pass
 
 
+def make_evaluate(config: Config, training: Training, held_out: tuple[Path, str], frozen_args: tuple, log):
+    """`evaluate(params) -> {"eval_<metric>": value, ..., "eval_seconds": s}` over the fixed held-out batches
+    (this host's rows of each, as global arrays)."""
+    folder, split = held_out
+    t = config.train
+    host_batches = held_out_batches(folder, split, t.batch_size, t.eval_batches, jax.process_index(),
+                                    jax.process_count())
+    if not host_batches:
+        metadata = read_metadata(folder)
+        examples = metadata["eval"]["examples"] if split == "eval" else metadata["counts"]["examples"]
+        raise ConfigError(f"config: the held-out data in {folder} has {examples} examples, fewer than one batch of "
+                          f"train.batch_size={t.batch_size}; hold out more (data.eval_fraction) or set "
+                          f"train.eval_every=0")
+    batches = [{name: jax.make_array_from_process_local_data(training.batch_sharding, array)
+                for name, array in batch.items()} for batch in host_batches]
+    log(f"held-out evaluation every {t.eval_every} steps: {len(batches)} batches of {t.batch_size} from {folder}"
+        f"{' (eval shards)' if split == 'eval' else ''}")
+
+    def evaluate(params) -> dict[str, float]:
+        start = time.perf_counter()
+        total = counts = None
+        for index, batch in enumerate(batches):
+            out = training.eval_fn(params, batch, jnp.int32(index), *frozen_args)
+            total, counts = out if total is None else jax.tree.map(jnp.add, (total, counts), out)
+        values = training.objective.eval_metrics(*jax.device_get((total, counts)))
+        evaluated = {f"eval_{name}": float(value) for name, value in values.items() if name != "tokens"}
+        evaluated["eval_seconds"] = time.perf_counter() - start
+        return evaluated
+
+    return evaluate
+
+
 def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = True) -> dict:
     """Train (or resume) in `run_dir`; returns a summary of the run."""
     run_dir = Path(run_dir)
@@ -332,7 +409,7 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
     word_starts = (load_text_tokenizer(run_dir / "tokenizer").word_starts()
                    if config.model.architecture == "albert" else None)
     training = setup_training(config, mesh, special_ids(metadata), word_starts)
-    return train_loop(config, run_dir, training, data_folder, training.step_fn, training.init, log, progress)
+    return train_loop(config, run_dir, training, data_folder, training.init, log, progress)
 
 
 def start_run(config: Config, run_dir: Path, log=print):
@@ -356,12 +433,17 @@ def start_run(config: Config, run_dir: Path, log=print):
     return config, data_folder, metadata, log
 
 
-def train_loop(config: Config, run_dir: Path, training: Training, data_folder: Path, step_fn, init, log=print,
-               progress: bool = True) -> dict:
-    """Resume from the newest checkpoint (or start from `init()`), run `step_fn(state, batch)` to
-    train.steps with metrics one step late, checkpoints by policy and on SIGTERM; returns a summary."""
+def train_loop(config: Config, run_dir: Path, training: Training, data_folder: Path, init, log=print,
+               progress: bool = True, frozen=None) -> dict:
+    """Resume from the newest checkpoint (or start from `init()`), run `training.step_fn(state, batch[, frozen])`
+    to train.steps with metrics one step late, held-out evaluation every train.eval_every steps, checkpoints by
+    policy and on SIGTERM; returns a summary. `frozen`: parameters every step takes but does not train."""
     is_main = jax.process_index() == 0
     schedule = training.schedule
+    frozen_args = () if frozen is None else (frozen,)
+    held_out = held_out_split(config, data_folder, read_metadata(data_folder))  # a bad eval set fails before compiling
+    evaluate = (make_evaluate(config, training, held_out, frozen_args, log)
+                if held_out and config.train.eval_every else None)
     data = PretrainingData(data_folder, config.train.batch_size, config.data.seed, jax.process_index(),
                            jax.process_count())
     checkpointer = Checkpointer(run_dir / "checkpoints", config.checkpoint)
@@ -392,14 +474,17 @@ def train_loop(config: Config, run_dir: Path, training: Training, data_folder: P
     last_values: dict[str, float] = {}
     window_tokens, window_start = 0.0, time.perf_counter()
 
-    def handle(step, metrics, digest):
+    def handle(step, metrics, digest, evaluated=None):
         nonlocal last_values, window_tokens, window_start
         values = _to_host(metrics)
         _check_finite(step, values, checkpointer)
         values["batch_hash"] = digest
         values["learning_rate"] = float(schedule(step - 1))
         window_tokens += values["tokens"]
-        if step % config.train.log_every == 0 or step == end:
+        if evaluated:  # the eval seconds are not training time
+            values.update(evaluated)
+            window_start += evaluated["eval_seconds"]
+        if step % config.train.log_every == 0 or step == end or evaluated:
             now = time.perf_counter()
             values["tokens_per_second"] = window_tokens / max(now - window_start, 1e-9)
             window_tokens, window_start = 0.0, now
@@ -423,16 +508,20 @@ def train_loop(config: Config, run_dir: Path, training: Training, data_folder: P
                 if one_step_in_flight and pending is not None:
                     handle(*pending)
                     pending = None
-                state, metrics = step_fn(state, batch)
+                state, metrics = training.step_fn(state, batch, *frozen_args)
                 if pending is not None:
                     handle(*pending)
                 pending = (step, metrics, digest)
                 if bar is not None:
                     bar.update(1)
                 preempted = watch.reached(step, checkpointer)  # every step: the multi-host protocol needs it
-                if checkpointer.should_save(step) or preempted or step == end:
-                    handle(*pending)  # never save a state whose loss we have not seen to be finite
+                due = evaluate is not None and (step % config.train.eval_every == 0 or step == end)
+                evaluated = evaluate(state.params) if due else None  # before the next step donates the state
+                save = checkpointer.should_save(step) or preempted or step == end
+                if save or evaluated:
+                    handle(*pending, evaluated)  # never save a state whose loss we have not seen to be finite
                     pending = None
+                if save:
                     checkpointer.save(step, state, data)
                 if preempted:
                     preempted_at = step

@@ -76,10 +76,12 @@ def _flat(tree) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def student(teacher, prepared_sv, tmp_path_factory):
-    """200 steps of configs/distill_smoke.yaml: 2 of the teacher's 4 layers, embeddings frozen."""
+    """200 steps of configs/distill_smoke.yaml: 2 of the teacher's 4 layers, embeddings frozen; evaluated at
+    steps 100 and 200 on two batches of a separate prepared folder (here the training data itself)."""
     run = tmp_path_factory.mktemp("student") / "run"
     done = _distill(run, teacher[1], prepared_sv, "--config", str(REPO / "configs" / "distill_smoke.yaml"),
-                    "--student-layers", "2", "train.log_every=1")
+                    "--student-layers", "2", "train.log_every=1", f"data.eval_prepared={prepared_sv}",
+                    "train.eval_every=100", "train.eval_batches=2")
     assert done.returncode == 0, done.stderr
     assert "distilling 4 -> 2 layers, layer map 2:4, embeddings frozen" in done.stdout
     return run
@@ -95,6 +97,8 @@ def test_distillation_cuts_the_loss_keeps_frozen_embeddings_and_exports(teacher,
     assert last["loss"] < 0.25 * first["loss"]
     assert last["hidden_loss"] < 0.25 * first["hidden_loss"]
     assert last["attention_loss"] < 0.5 * first["attention_loss"]
+    assert [step for step in metrics if "eval_loss" in metrics[step]] == [100, 200]
+    assert last["eval_hidden_loss"] < 0.25 * first["hidden_loss"] and last["eval_attention_loss"] > 0
 
     _, teacher_params, _ = load_run_params(teacher[1], None)
     config, student, step = load_run_params(run, None)

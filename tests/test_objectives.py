@@ -106,3 +106,17 @@ def test_cross_entropy_and_hit_match_optax_and_argmax():
     grad = jax.grad(lambda x: objectives.cross_entropy_and_hit(x, labels)[0].sum())(logits)
     expected = jax.grad(lambda x: optax.softmax_cross_entropy_with_integer_labels(x, labels).sum())(logits)
     np.testing.assert_allclose(grad, expected, atol=1e-6)
+
+
+def test_auc_from_logit_histograms_matches_the_pairwise_definition():
+    rng = np.random.default_rng(0)
+    labels = (rng.random((8, 64)) < 0.15).astype(np.float32)
+    logits = rng.normal(size=(8, 64)) * 3 + 2.5 * labels  # informative, with a few logits past +-16
+    logits[0, :4] = [-40.0, 40.0, -16.5, 16.5]
+    weights = np.ones_like(labels)
+    weights[:, 60:] = 0  # padding: counted on neither side
+    positive, negative = objectives.logit_histograms(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(weights))
+    assert float(positive.sum()) == (labels * weights).sum() and float(negative.sum()) == ((1 - labels) * weights).sum()
+    pos, neg = logits[(labels > 0) & (weights > 0)], logits[(labels == 0) & (weights > 0)]
+    exact = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg))
+    assert objectives.auc(positive, negative) == pytest.approx(exact, abs=2e-3)  # bins of 1/128 of a logit

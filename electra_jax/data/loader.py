@@ -103,3 +103,25 @@ def batch_hash(batch: dict[str, np.ndarray]) -> str:
     for name in sorted(batch):
         digest.update(np.ascontiguousarray(batch[name]).tobytes())
     return digest.hexdigest()
+
+
+def held_out_batches(folder: str | Path, split: str, global_batch: int, num_batches: int, process_index: int = 0,
+                     process_count: int = 1) -> list[dict[str, np.ndarray]]:
+    """The fixed batches of held-out evaluation: this host's rows of the first `num_batches` global batches of
+    one fixed shuffle of the `split` records ("eval": the held-out shards of `prepare --eval-fraction`;
+    "train": a whole separate prepared folder). Whole batches only, so fewer when the split is smaller."""
+    metadata = read_metadata(folder)
+    shards = metadata["eval"]["shards"] if split == "eval" else metadata["shards"]
+    dtype, seq_len = np.dtype(metadata["record_dtype"]), metadata["seq_len"]
+    pad, fields = metadata["tokenizer"]["special_ids"]["pad"], FIELDS[metadata["format"]]
+    source = grain.sources.ArrayRecordDataSource([str(Path(folder) / shard["file"]) for shard in shards])
+    # A fixed seed, not data.seed: runs with other seeds evaluate on the same examples.
+    dataset = grain.MapDataset.source(source).seed(0).shuffle()
+    count = min(num_batches, len(source) // global_batch)
+    local = global_batch // process_count
+    batches = []
+    for b in range(count):
+        rows = [decode_record(dataset[b * global_batch + process_index * local + r], dtype, seq_len, pad)
+                for r in range(local)]
+        batches.append({name: np.stack([row[name] for row in rows]) for name in fields})
+    return batches

@@ -5,12 +5,17 @@ The main process reads the sources in order and cuts the document stream into wo
 so the output depends on the corpus and the seed alone. At most a few units per worker are in flight, so
 memory stays flat however large the corpus. Shards are written in unit order into a hidden folder that
 becomes `--out` only when everything succeeded.
+
+`eval_fraction` holds out whole documents for held-out evaluation: a document goes to the eval shards when a
+hash of its text (and the seed) falls below the fraction, so the split depends on nothing else, and a
+document that occurs twice lands on one side only. Train shards never hold an eval document.
 """
 from __future__ import annotations
 
 import collections
 import concurrent.futures
 import dataclasses
+import hashlib
 import json
 import multiprocessing
 import os
@@ -41,6 +46,7 @@ class PackOptions:
     text_field: str = "text"
     tfds_data_dir: str | None = None
     examples_per_shard: int = 10_000  # a reader's cost per random read grows with the records in a file
+    eval_fraction: float = 0.0  # share of whole documents held out in the eval shards
 
 
 class PrepareError(ValueError):
@@ -62,6 +68,8 @@ def _check_options(options: PackOptions, workers: int) -> None:
         raise PrepareError(f"prepare: --short-seq-prob must be in [0, 1], got {options.short_seq_prob}")
     if not 0.0 <= options.single_segment_prob <= 1.0:
         raise PrepareError(f"prepare: --single-segment-prob must be in [0, 1], got {options.single_segment_prob}")
+    if not 0.0 <= options.eval_fraction < 1.0:
+        raise PrepareError(f"prepare: --eval-fraction must be in [0, 1), got {options.eval_fraction}")
     if options.examples_per_shard < 1:
         raise PrepareError(f"prepare: --examples-per-shard must be positive, got {options.examples_per_shard}")
 
@@ -82,6 +90,17 @@ def work_units(documents: Iterator[list[str]]) -> Iterator[list[list[str]]]:
         yield unit
 
 
+def held_out(document: list[str], seed: int, fraction: float) -> bool:
+    """Whether a document belongs to the eval split: a hash of its text and the seed, uniform in [0, 1)."""
+    if fraction <= 0.0:
+        return False
+    digest = hashlib.blake2b(f"{seed}".encode(), digest_size=8)
+    for line in document:
+        digest.update(line.encode("utf-8", "surrogatepass"))
+        digest.update(b"\n")
+    return int.from_bytes(digest.digest(), "big") / 2 ** 64 < fraction
+
+
 class UnitPacker:
     """Tokenizes and packs one unit; one per worker process (the tokenizer is loaded once)."""
 
@@ -90,15 +109,21 @@ class UnitPacker:
         self.options = options
         self.dtype = record_dtype(self.tokenizer.vocab_size)
 
-    def __call__(self, index: int, documents: list[list[str]]) -> tuple[list[bytes], collections.Counter]:
+    def __call__(self, index: int, documents: list[list[str]]):
+        """(train records, their stats, eval records, their stats) of one unit."""
         o, specials = self.options, self.tokenizer.specials
-        packer = PACKERS[o.format](o.seq_len, specials.cls, specials.sep, self.dtype,
-                                   random.Random(f"{o.seed}:{index}"), _short_seq_prob(o), o.single_segment_prob)
+
+        def packer(split: str):  # each split draws from its own stream: adding an eval split leaves train's
+            rng = random.Random(f"{o.seed}:{index}" + ("" if split == "train" else f":{split}"))
+            return PACKERS[o.format](o.seq_len, specials.cls, specials.sep, self.dtype, rng, _short_seq_prob(o),
+                                     o.single_segment_prob)
+
+        train, held = packer("train"), packer("eval")
         lines = [line for document in documents for line in document]
         ids = iter(self.tokenizer.encode_lines(lines))
         for document in documents:
-            packer.add_document([next(ids) for _ in document])
-        return packer.records, packer.stats
+            (held if held_out(document, o.seed, o.eval_fraction) else train).add_document([next(ids) for _ in document])
+        return train.records, train.stats, held.records, held.stats
 
 
 _WORKER: UnitPacker | None = None
@@ -115,7 +140,7 @@ def _pack_in_worker(index: int, documents: list[list[str]]):
 
 
 def _packed_units(units: Iterator[list[list[str]]], tokenizer_dir: str, options: PackOptions, workers: int):
-    """(records, stats) per unit, in unit order, with a bounded number of units in flight."""
+    """(train records, stats, eval records, stats) per unit, in unit order, with a bounded number of units in flight."""
     if workers == 0:
         packer = UnitPacker(tokenizer_dir, options)
         for index, unit in enumerate(units):
@@ -136,8 +161,8 @@ def _packed_units(units: Iterator[list[list[str]]], tokenizer_dir: str, options:
 # ---------------------------------------------------------------------------- shards
 
 class ShardWriter:
-    def __init__(self, folder: Path, examples_per_shard: int):
-        self.folder, self.examples_per_shard = folder, examples_per_shard
+    def __init__(self, folder: Path, examples_per_shard: int, prefix: str = "shard"):
+        self.folder, self.examples_per_shard, self.prefix = folder, examples_per_shard, prefix
         self.shards: list[dict] = []
         self._writer = None
 
@@ -145,7 +170,7 @@ class ShardWriter:
         if self._writer is None or self.shards[-1]["examples"] == self.examples_per_shard:
             self._close_current()
             from array_record.python.array_record_module import ArrayRecordWriter
-            name = f"shard-{len(self.shards):05d}.array_record"
+            name = f"{self.prefix}-{len(self.shards):05d}.array_record"
             self._writer = ArrayRecordWriter(str(self.folder / name), RECORD_OPTIONS)
             self.shards.append({"file": name, "examples": 0})
         self._writer.write(record)
@@ -177,6 +202,7 @@ def prepare(inputs: list[str], tokenizer_dir: str | Path, out_dir: str | Path, o
         check_source(source, options.text_field, options.tfds_data_dir)
     report = SkipReport()
     totals: collections.Counter = collections.Counter()
+    eval_totals: collections.Counter = collections.Counter()
     start = time.perf_counter()
     bar = None
     if progress:
@@ -186,26 +212,37 @@ def prepare(inputs: list[str], tokenizer_dir: str | Path, out_dir: str | Path, o
     with staged_folder(out_dir, "prepare") as staging:
         copy_tokenizer(tokenizer.folder, staging / "tokenizer")
         writer = ShardWriter(staging, options.examples_per_shard)
+        eval_writer = ShardWriter(staging, options.examples_per_shard, prefix="eval")
         documents = read_documents(sources, report, blank_lines_separate_docs=options.blank_lines_separate_docs,
                                    text_field=options.text_field, tfds_data_dir=options.tfds_data_dir)
         seen_bytes = 0
         try:
-            for records, stats in _packed_units(work_units(documents), str(tokenizer.folder), options,
-                                                workers):
+            for records, stats, eval_records, eval_stats in _packed_units(work_units(documents),
+                                                                          str(tokenizer.folder), options, workers):
                 for record in records:
                     writer.write(record)
+                for record in eval_records:
+                    eval_writer.write(record)
                 totals.update(stats)
+                eval_totals.update(eval_stats)
                 if bar is not None:
                     bar.update(report.bytes - seen_bytes)
                     seen_bytes = report.bytes
         finally:
-            shards = writer.close()
+            shards, eval_shards = writer.close(), eval_writer.close()
             if bar is not None:
                 bar.close()
         if not totals["examples"]:
             raise PrepareError(f"prepare: no text found in {', '.join(inputs)} (see what was skipped: "
                                f"{_skipped_line(report.as_dict()) or 'nothing'})")
+        if options.eval_fraction and not eval_totals["examples"]:
+            raise PrepareError(f"prepare: --eval-fraction {options.eval_fraction} held out no document of "
+                               f"{totals['documents']:,}; raise it, or separate documents with blank lines")
         metadata = _metadata(sources, tokenizer, options, shards, totals, report)
+        if options.eval_fraction:
+            metadata["eval"] = {"fraction": options.eval_fraction, "shards": eval_shards,
+                                "examples": eval_totals["examples"], "tokens": eval_totals["tokens"],
+                                "documents": eval_totals["documents"]}
         (staging / METADATA).write_text(json.dumps(metadata, indent=2, ensure_ascii=False) + "\n")
     seconds = time.perf_counter() - start
     for line in summary_lines(metadata, seconds, workers):
@@ -225,7 +262,7 @@ def _metadata(sources, tokenizer, options: PackOptions, shards, totals, report: 
         "options": {"seed": options.seed, "short_seq_prob": _short_seq_prob(options),
                     "single_segment_prob": options.single_segment_prob if options.format == "electra" else None,
                     "blank_lines_separate_docs": options.blank_lines_separate_docs,
-                    "text_field": options.text_field},
+                    "text_field": options.text_field, "eval_fraction": options.eval_fraction},
         "sources": [{"input": source.spec, "kind": source.kind,
                      "files": [{"path": p, "bytes": os.path.getsize(p)} for p in source.paths]}
                     for source in sources],
@@ -283,6 +320,10 @@ def summary_lines(metadata: dict, seconds: float, workers: int) -> list[str]:
         + (f", {c['swapped']:,} swapped pairs" if metadata["format"] == "albert" else "")
         + f"; {c['trimmed_tokens']:,} tokens trimmed at example ends",
     ]
+    if "eval" in metadata:
+        e = metadata["eval"]
+        lines.append(f"held out for evaluation: {e['examples']:,} examples ({e['tokens']:,} tokens) from "
+                     f"{e['documents']:,} documents (eval fraction {e['fraction']}), in the eval-* shards")
     skipped = _skipped_line(s)
     dropped = [f"{c[k]:,} {k.replace('_', ' ')}" for k in ("empty_documents", "too_short_for_a_pair") if c[k]]
     lines.append("skipped or repaired: " + ("; ".join(filter(None, [skipped, *dropped])) or "nothing"))
