@@ -204,7 +204,7 @@ class TorchSide:
         torch.nn.utils.clip_grad_norm_(self.params, config.optimizer.clip_norm)
         self.optimizer.step()
         self.scheduler.step()
-        return {"generator_loss": float(mlm), "discriminator_loss": float(rtd),
+        return {"generator_loss": float(mlm.detach()), "discriminator_loss": float(rtd.detach()),
                 **rtd_counts(disc_logits.detach(), replaced, token_mask)}
 
 
