@@ -22,24 +22,30 @@ from electra_jax.data.prepare import read_metadata
 FIELDS = {"electra": ("input_ids", "segment_ids"), "albert": ("input_ids", "segment_ids", "sop_label")}
 
 
+def _records(folder: Path, metadata: dict, shards: list[dict]):
+    """(random-access source over `shards`, decode: record -> the format's padded fields)."""
+    dtype, seq_len = np.dtype(metadata["record_dtype"]), metadata["seq_len"]
+    pad, fields = metadata["tokenizer"]["special_ids"]["pad"], FIELDS[metadata["format"]]
+    source = grain.sources.ArrayRecordDataSource([str(folder / shard["file"]) for shard in shards])
+
+    def decode(record: bytes) -> dict[str, np.ndarray]:
+        example = decode_record(record, dtype, seq_len, pad)
+        return {name: example[name] for name in fields}
+
+    return source, decode
+
+
 class PretrainingData:
     def __init__(self, folder: str | Path, global_batch: int, seed: int, process_index: int = 0,
                  process_count: int = 1):
         folder = Path(folder)
         self.metadata = metadata = read_metadata(folder)
         self.local_batch = global_batch // process_count
-        dtype, seq_len = np.dtype(metadata["record_dtype"]), metadata["seq_len"]
-        pad, fields = metadata["tokenizer"]["special_ids"]["pad"], FIELDS[metadata["format"]]
-        source = grain.sources.ArrayRecordDataSource([str(folder / shard["file"]) for shard in metadata["shards"]])
+        source, decode = _records(folder, metadata, metadata["shards"])
         per_host = len(source) // process_count
         if per_host < self.local_batch:
             raise ValueError(f"data: {len(source)} prepared examples give {per_host} per host, fewer than the "
                              f"{self.local_batch} of one batch; give more text or a smaller train.batch_size")
-
-        def decode(record: bytes) -> dict[str, np.ndarray]:
-            example = decode_record(record, dtype, seq_len, pad)
-            return {name: example[name] for name in fields}
-
         dataset = grain.MapDataset.source(source).seed(seed).shuffle()
         dataset = dataset[:len(source) // global_batch * global_batch]  # whole global batches only
         dataset = HostRows(dataset, global_batch, process_index, process_count)
@@ -111,17 +117,10 @@ def held_out_batches(folder: str | Path, split: str, global_batch: int, num_batc
     one fixed shuffle of the `split` records ("eval": the held-out shards of `prepare --eval-fraction`;
     "train": a whole separate prepared folder). Whole batches only, so fewer when the split is smaller."""
     metadata = read_metadata(folder)
-    shards = metadata["eval"]["shards"] if split == "eval" else metadata["shards"]
-    dtype, seq_len = np.dtype(metadata["record_dtype"]), metadata["seq_len"]
-    pad, fields = metadata["tokenizer"]["special_ids"]["pad"], FIELDS[metadata["format"]]
-    source = grain.sources.ArrayRecordDataSource([str(Path(folder) / shard["file"]) for shard in shards])
-    # A fixed seed, not data.seed: runs with other seeds evaluate on the same examples.
-    dataset = grain.MapDataset.source(source).seed(0).shuffle()
+    source, decode = _records(Path(folder), metadata, metadata["eval"]["shards"] if split == "eval" else
+                              metadata["shards"])
     count = min(num_batches, len(source) // global_batch)
-    local = global_batch // process_count
-    batches = []
-    for b in range(count):
-        rows = [decode_record(dataset[b * global_batch + process_index * local + r], dtype, seq_len, pad)
-                for r in range(local)]
-        batches.append({name: np.stack([row[name] for row in rows]) for name in fields})
-    return batches
+    # A fixed seed, not data.seed: runs with other seeds evaluate on the same examples.
+    dataset = grain.MapDataset.source(source).seed(0).shuffle()[:count * global_batch]
+    dataset = HostRows(dataset, global_batch, process_index, process_count)
+    return list(dataset.map(decode).batch(global_batch // process_count, drop_remainder=True))
