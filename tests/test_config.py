@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -6,7 +7,7 @@ import pytest
 from electra_jax.config import ConfigError, load_config, masking_warning, mesh_shape, validate
 from tests.conftest import REPO
 
-PRESETS = ["electra_smoke", "electra_small", "electra_small_plus", "electra_medium", "electra_base", "electra_large",
+PRESETS = ["electra_smoke", "electra_cpu", "electra_small", "electra_small_plus", "electra_medium", "electra_base", "electra_large",
            "distill_smoke", "distill_mbert"]
 
 
@@ -88,6 +89,22 @@ def test_cli_reports_config_error_in_one_line():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "train.stpes" in result.stderr
+
+
+def test_cpu_preset_is_the_documented_twenty_minute_run(tmp_path, tiny_corpus, capsys):
+    from electra_jax.cli import main
+    from tests.conftest import TINY
+    cpu = load_config(REPO / "configs" / "electra_cpu.yaml")
+    assert (cpu.data.seq_len, cpu.data.vocab_size, cpu.train.batch_size) == (128, 16000, 32)
+    assert cpu.max_predictions == 19 and masking_warning(cpu) is None  # the full 15% at length 128
+    assert cpu.model.max_position_embeddings == cpu.data.seq_len and 0 < cpu.train.eval_every < cpu.train.steps
+    # It pretrains as written, with held-out evaluation, on a tiny corpus and model.
+    assert main(["pretrain", "--config", str(REPO / "configs" / "electra_cpu.yaml"), "--run-dir", str(tmp_path / "run"),
+                 "--no-progress", *TINY, "mesh.data=-1", f"data.corpus=[{tiny_corpus}]", "data.eval_fraction=0.1", "train.steps=4",
+                 "train.eval_every=2", "train.eval_batches=1"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 4 and "eval_discriminator_auc" in rows[-1]
+    assert "warning:" not in capsys.readouterr().out
 
 
 def test_masking_budget_is_derived_as_the_original():

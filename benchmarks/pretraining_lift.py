@@ -1,0 +1,147 @@
+"""Does pretraining help? A preset pretrained on the shared Spanish text, fine-tuned on AnCora NER, against
+the same architecture from random initialisation with the same tokenizer and the same fine-tuning settings.
+
+Every step is a CLI command, printed before it runs, so the table can be reproduced by hand:
+  1. the shared Spanish text (Bible, LibreOffice help, Debian handbook) as one file of 20-paragraph documents;
+  2. `electra-jax tokenizer train`: a 16k cased WordPiece on it;
+  3. `electra-jax prepare --eval-fraction 0.02`: packed shards, 2% of the documents held out;
+  4. `electra-jax pretrain --config CONFIG` on the prepared folder (held-out evaluation on);
+  5. `electra-jax finetune --task ner` on AnCora train/dev/test, `--seeds N`, once from the run and once with
+     `--random-init` (the run's architecture and tokenizer with fresh parameters).
+Prints the held-out pretraining metrics and a table of dev and test entity F1 (mean +- sd over seeds) with the
+lift; writes results.json and results.md in --out. Fine-tuning settings are meant to be chosen on dev.
+
+    python benchmarks/pretraining_lift.py [--config configs/electra_cpu.yaml] [--seeds 3] [--epochs 3]
+        [--learning-rate 1e-3] [--out runs/pretraining_lift] [section.key=value ...]
+
+A finished step is not redone when its output is complete (a rerun after a fine-tuning change reuses the
+pretraining run); a half-written output stops the script with the folder to remove.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from learning_curve import REPO, spanish_corpus  # noqa: E402
+
+ANCORA = REPO.parent / "shared" / "data" / "ancora_es_ner"
+VOCAB_SIZE, SEQ_LEN, EVAL_FRACTION = 16000, 128, 0.02
+
+
+def run(command: list[str], log: Path) -> float:
+    """Runs one CLI command (printed first), its output in `log`; seconds taken."""
+    print("$ " + shlex.join(command), flush=True)
+    start = time.perf_counter()
+    with log.open("w") as out:
+        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+    if done.returncode:
+        sys.exit(f"pretraining_lift: the command above failed (exit {done.returncode}); see {log}")
+    return time.perf_counter() - start
+
+
+def step_done(folder: Path, marker: str) -> bool:
+    if (folder / marker).is_file():
+        return True
+    if folder.exists():
+        sys.exit(f"pretraining_lift: {folder} is incomplete (no {marker}); remove it and run again")
+    return False
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "electra_jax", *args]
+
+
+def mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.fmean(values):.2f} +- {100 * sd:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(REPO / "configs" / "electra_cpu.yaml"))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--out", default=str(REPO / "runs" / "pretraining_lift"))
+    parser.add_argument("overrides", nargs="*", help="section.key=value for the pretraining run")
+    args = parser.parse_args()
+    missing = [p for p in ("ancora_ner_train.tsv", "ancora_ner_dev.tsv", "ancora_ner_test.tsv")
+               if not (ANCORA / p).is_file()]
+    if missing:
+        sys.exit(f"pretraining_lift: {ANCORA} lacks {', '.join(missing)} (only the project's own checkout has "
+                 f"../shared/data)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+
+    corpus = spanish_corpus(out / "es.txt")
+    tokenizer = out / "tokenizer"
+    if not step_done(tokenizer, "tokenizer.json"):
+        seconds["tokenizer"] = run(cli("tokenizer", "train", "--input", str(corpus), "--kind", "wordpiece",
+                                       "--vocab-size", str(VOCAB_SIZE), "--out", str(tokenizer)),
+                                   out / "tokenizer.log")
+    prepared = out / "prepared"
+    if not step_done(prepared, "metadata.json"):
+        seconds["prepare"] = run(cli("prepare", "--input", str(corpus), "--tokenizer", str(tokenizer), "--out",
+                                     str(prepared), "--seq-len", str(SEQ_LEN), "--eval-fraction", str(EVAL_FRACTION),
+                                     "--no-progress"), out / "prepare.log")
+    run_dir = out / "pretrain"
+    if not step_done(run_dir, "curves.png"):
+        seconds["pretrain"] = run(cli("pretrain", "--config", args.config, "--run-dir", str(run_dir), "--no-progress",
+                                      f"data.prepared={prepared}", f"data.eval_fraction={EVAL_FRACTION}",
+                                      *args.overrides), out / "pretrain.log")
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    held_out = [r for r in rows if "eval_discriminator_auc" in r]
+
+    tag = f"lr{args.learning_rate:g}-e{args.epochs}-s{args.seeds}"
+    results = {}
+    for side, extra in (("pretrained", []), ("random init", ["--random-init"])):
+        folder = out / f"finetune-{tag}-{'random' if extra else 'pretrained'}"
+        if not step_done(folder, "results.json"):
+            seconds[f"finetune {side}"] = run(cli(
+                "finetune", "--task", "ner", "--train", str(ANCORA / "ancora_ner_train.tsv"),
+                "--dev", str(ANCORA / "ancora_ner_dev.tsv"), "--test", str(ANCORA / "ancora_ner_test.tsv"),
+                "--init", str(run_dir), "--out", str(folder), "--seeds", str(args.seeds), "--epochs",
+                str(args.epochs), "--learning-rate", str(args.learning_rate), *extra), folder.with_suffix(".log"))
+        summary = json.loads((folder / "results.json").read_text())
+        results[side] = {"dev": [r["dev"]["f1"] for r in summary["runs"]],
+                         "test": [r["test"]["f1"] for r in summary["runs"]]}
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=REPO).stdout.strip()
+    lines = [f"AnCora NER entity F1 x 100 (mean +- sd over {args.seeds} seeds; fine-tuning {args.epochs} epochs at "
+             f"lr {args.learning_rate:g}); {Path(args.config).name} {' '.join(args.overrides)}".rstrip(),
+             f"measured {datetime.date.today()} at commit {commit}", "",
+             "| initialisation | dev F1 | test F1 | test F1 per seed |", "|---|---|---|---|"]
+    for side, r in results.items():
+        lines.append(f"| {side} | {mean_sd(r['dev'])} | {mean_sd(r['test'])} | "
+                     + ", ".join(f"{100 * v:.2f}" for v in r["test"]) + " |")
+    lift = {split: 100 * (statistics.fmean(results["pretrained"][split]) - statistics.fmean(results["random init"][split]))
+            for split in ("dev", "test")}
+    lines += ["", f"lift from pretraining: dev {lift['dev']:+.2f}, test {lift['test']:+.2f} F1"]
+    if held_out:
+        last = held_out[-1]
+        lines.append(f"pretraining, held-out at step {last['step']}: generator loss {last['eval_generator_loss']:.3f}, "
+                     f"discriminator loss {last['eval_discriminator_loss']:.4f}, AUC "
+                     f"{last['eval_discriminator_auc']:.3f}, replaced-token F1 {last['eval_replaced_f1']:.3f}")
+    if seconds:
+        lines.append("wall time: " + ", ".join(f"{name} {s / 60:.1f} min" for name, s in seconds.items()))
+    table = "\n".join(lines) + "\n"
+    print(table)
+    (out / "results.md").write_text(table)
+    (out / "results.json").write_text(json.dumps({"config": args.config, "overrides": args.overrides,
+                                                  "finetune": vars(args), "results": results, "lift": lift,
+                                                  "held_out": held_out, "seconds": seconds, "commit": commit},
+                                                 indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
