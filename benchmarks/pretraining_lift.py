@@ -64,6 +64,37 @@ def mean_sd(values: list[float]) -> str:
     return f"{100 * statistics.fmean(values):.2f} +- {100 * sd:.2f}"
 
 
+def effective_ranks(run_dir: Path, out: Path, sentences: int = 64) -> dict[str, list[float]]:
+    """Per layer (embedding output first), the effective rank (sum(s)^2 / sum(s^2) of the centred token
+    vectors' singular values) of the discriminator's hidden states on the first AnCora dev sentences: the
+    pretrained model's and a fresh one's of the same architecture. A representation that has collapsed
+    onto a few directions fine-tunes worse than a random one."""
+    import torch
+    from transformers import AutoTokenizer, ElectraModel
+    from transformers.utils import logging
+    logging.set_verbosity_error()  # the discriminator head's weights, unused by ElectraModel, are expected
+    hf = out / "hf"
+    if not (hf / "discriminator" / "config.json").is_file():
+        run(cli("export", str(run_dir), str(hf)), out / "export.log")
+    blocks = (ANCORA / "ancora_ner_dev.tsv").read_text(encoding="utf-8").split("\n\n")[:sentences]
+    text = [" ".join(line.split("\t")[0] for line in block.splitlines() if "\t" in line) for block in blocks]
+    tokenizer = AutoTokenizer.from_pretrained(hf / "discriminator")
+    batch = tokenizer(text, return_tensors="pt", padding=True, truncation=True, max_length=SEQ_LEN)
+    real = batch["attention_mask"].bool()
+    torch.manual_seed(0)
+    pretrained = ElectraModel.from_pretrained(hf / "discriminator")
+    models = {"pretrained": pretrained, "random init": ElectraModel(pretrained.config)}
+    ranks = {}
+    for name, model in models.items():
+        with torch.no_grad():
+            states = model.eval()(**batch, output_hidden_states=True).hidden_states
+        ranks[name] = []
+        for h in states:
+            s = torch.linalg.svdvals(h[real] - h[real].mean(0))
+            ranks[name].append(float(s.sum() ** 2 / (s ** 2).sum()))
+    return ranks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "electra_cpu.yaml"))
@@ -110,7 +141,8 @@ def main() -> None:
                 "finetune", "--task", "ner", "--train", str(ANCORA / "ancora_ner_train.tsv"),
                 "--dev", str(ANCORA / "ancora_ner_dev.tsv"), "--test", str(ANCORA / "ancora_ner_test.tsv"),
                 "--init", str(run_dir), "--out", str(folder), "--seeds", str(args.seeds), "--epochs",
-                str(args.epochs), "--learning-rate", str(args.learning_rate), *extra), folder.with_suffix(".log"))
+                str(args.epochs), "--learning-rate", str(args.learning_rate), *extra),
+                folder.parent / f"{folder.name}.log")
         summary = json.loads((folder / "results.json").read_text())
         results[side] = {"dev": [r["dev"]["f1"] for r in summary["runs"]],
                          "test": [r["test"]["f1"] for r in summary["runs"]]}
@@ -124,14 +156,18 @@ def main() -> None:
     for side, r in results.items():
         lines.append(f"| {side} | {mean_sd(r['dev'])} | {mean_sd(r['test'])} | "
                      + ", ".join(f"{100 * v:.2f}" for v in r["test"]) + " |")
-    lift = {split: 100 * (statistics.fmean(results["pretrained"][split]) - statistics.fmean(results["random init"][split]))
-            for split in ("dev", "test")}
+    lift = {split: 100 * (statistics.fmean(results["pretrained"][split])
+                          - statistics.fmean(results["random init"][split])) for split in ("dev", "test")}
     lines += ["", f"lift from pretraining: dev {lift['dev']:+.2f}, test {lift['test']:+.2f} F1"]
     if held_out:
         last = held_out[-1]
         lines.append(f"pretraining, held-out at step {last['step']}: generator loss {last['eval_generator_loss']:.3f}, "
                      f"discriminator loss {last['eval_discriminator_loss']:.4f}, AUC "
                      f"{last['eval_discriminator_auc']:.3f}, replaced-token F1 {last['eval_replaced_f1']:.3f}")
+    ranks = effective_ranks(run_dir, out)
+    lines.append("discriminator hidden states on 64 AnCora dev sentences, effective rank per layer (embeddings "
+                 "first): " + "; ".join(f"{name} " + ", ".join(f"{r:.0f}" for r in values)
+                                        for name, values in ranks.items()))
     if seconds:
         lines.append("wall time: " + ", ".join(f"{name} {s / 60:.1f} min" for name, s in seconds.items()))
     table = "\n".join(lines) + "\n"
@@ -139,7 +175,8 @@ def main() -> None:
     (out / "results.md").write_text(table)
     (out / "results.json").write_text(json.dumps({"config": args.config, "overrides": args.overrides,
                                                   "finetune": vars(args), "results": results, "lift": lift,
-                                                  "held_out": held_out, "seconds": seconds, "commit": commit},
+                                                  "held_out": held_out, "effective_ranks": ranks,
+                                                  "seconds": seconds, "commit": commit},
                                                  indent=2) + "\n")
 
 

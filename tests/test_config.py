@@ -7,8 +7,8 @@ import pytest
 from electra_jax.config import ConfigError, load_config, masking_warning, mesh_shape, validate
 from tests.conftest import REPO
 
-PRESETS = ["electra_smoke", "electra_cpu", "electra_small", "electra_small_plus", "electra_medium", "electra_base", "electra_large",
-           "distill_smoke", "distill_mbert"]
+PRESETS = ["electra_smoke", "electra_cpu", "electra_small", "electra_small_plus", "electra_medium", "electra_base",
+           "electra_large", "distill_smoke", "distill_mbert"]
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -100,8 +100,8 @@ def test_cpu_preset_is_the_documented_twenty_minute_run(tmp_path, tiny_corpus, c
     assert cpu.model.max_position_embeddings == cpu.data.seq_len and 0 < cpu.train.eval_every < cpu.train.steps
     # It pretrains as written, with held-out evaluation, on a tiny corpus and model.
     assert main(["pretrain", "--config", str(REPO / "configs" / "electra_cpu.yaml"), "--run-dir", str(tmp_path / "run"),
-                 "--no-progress", *TINY, "mesh.data=-1", f"data.corpus=[{tiny_corpus}]", "data.eval_fraction=0.1", "train.steps=4",
-                 "train.eval_every=2", "train.eval_batches=1"]) == 0
+                 "--no-progress", *TINY, "mesh.data=-1", f"data.corpus=[{tiny_corpus}]", "data.eval_fraction=0.1",
+                 "train.steps=4", "train.eval_every=2", "train.eval_batches=1"]) == 0
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 4 and "eval_discriminator_auc" in rows[-1]
     assert "warning:" not in capsys.readouterr().out
