@@ -7,20 +7,7 @@ teacher's embeddings, layers 0..K-1, pooler and MLM head. The teacher runs in in
 parameters are an argument of the jitted step (sharded like the student's), never part of the checkpoint:
 `teacher.json` in the run directory records a digest of them and a resume with another teacher is refused.
 
-Losses (each weighted by `distill.*_weight`, each mapped (student, teacher) layer pair adding its own term;
-the student runs with dropout, so a pair at layer 0 compares its dropped-out embedding output with the
-teacher's clean one, as TinyBERT's embedding-layer loss does):
-- hidden: mean over real tokens of the mean squared difference of the two hidden states;
-- attention: mean over real query tokens and heads of the squared distance between the two attention
-  distributions of the mapped layers (probabilities, before dropout);
-- logit: the KL divergence from the teacher's to the student's MLM distribution at masked positions, both
-  at `distill.temperature`, times temperature^2 (Hinton et al.);
-- mlm: the student's own masked-LM cross-entropy.
-Logit and MLM terms mask the input (objective.mask_prob, mask_token_prob, random_token_prob) for both
-models; without them both see the text as it is. Parameters no loss reaches are frozen (the pooler always,
-the MLM head's own parameters without logit/MLM terms; its decoder is the word-embedding table), as are the
-embeddings unless `distill.freeze_embeddings=false`: their gradients are stopped and the step carries them
-over unchanged, so they stay bit-identical to the teacher's.
+The losses and which parameters stay frozen: `objectives/distill.py`.
 """
 from __future__ import annotations
 
@@ -28,7 +15,6 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -36,12 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from electra_jax import objectives
 from electra_jax.config import Config, ConfigError, DistillConfig, ModelConfig, validate
-from electra_jax.data.text_tokenizer import SpecialIds, copy_tokenizer
+from electra_jax.data.text_tokenizer import copy_tokenizer
 from electra_jax.mesh import logical_rules, make_mesh
 from electra_jax.models.bert import Bert
-from electra_jax.steps import HeldOut, _maskable, _zeros
+from electra_jax.objectives.distill import DistillObjective, frozen_label, needs_masking
 from electra_jax.train import (TrainState, _check_inputs, build_optimizer, setup_training, special_ids, start_run,
                                train_loop)
 
@@ -99,23 +84,6 @@ def layer_map(k: DistillConfig, student_layers: int, teacher_layers: int) -> tup
     return tuple(pairs)
 
 
-def needs_masking(k: DistillConfig) -> bool:
-    return bool(k.logit_weight or k.mlm_weight)
-
-
-def frozen_label(k: DistillConfig):
-    """Parameter labels for `optax.multi_transform`: "frozen" or "trained" (see the module docstring)."""
-    def label(path, _):
-        top = next(p.key for p in path if isinstance(p, jax.tree_util.DictKey))
-        frozen = (top == "pooler" or (top == "embeddings" and k.freeze_embeddings)
-                  or (top.startswith("predictions_") and not needs_masking(k)))
-        return "frozen" if frozen else "trained"
-    # A boxed (nn.Partitioned) parameter is labelled whole, so the optimizer state of a frozen one is an
-    # empty MaskedNode in both the boxed tree that gives the shardings and the plain tree it shards.
-    return lambda params: jax.tree_util.tree_map_with_path(label, params,
-                                                           is_leaf=lambda x: isinstance(x, nn.Partitioned))
-
-
 def distill_optimizer(config: Config):
     """The run's schedule and optimizer on the trained parameters; zero updates (and no moments) for the frozen."""
     schedule, tx = build_optimizer(config)
@@ -162,127 +130,6 @@ def _check_teacher_record(run_dir: Path, record: dict, write: bool) -> None:
 
 
 # ---------------------------------------------------------------------------- the objective
-
-class DistillSums(NamedTuple):
-    """Per-batch sums; divided by the global counts once, so accumulation equals one batch."""
-    hidden: jax.Array
-    attention: jax.Array
-    logit: jax.Array
-    mlm: jax.Array
-    mlm_hits: jax.Array
-
-
-class DistillObjective(HeldOut):
-    """The `steps.py` interface: prepare (masking for the whole batch), loss (one micro-batch), metrics."""
-
-    def __init__(self, config: Config, teacher: ModelConfig, specials: SpecialIds, pairs):
-        self.config, self.specials, self.pairs = config, specials, pairs
-        self.k = config.distill
-        self.student, self.teacher = Bert(config.model), Bert(teacher)
-        self.random_ids = (max(specials.pad, specials.unk, specials.cls, specials.sep, specials.mask) + 1,
-                           config.model.vocab_size)
-
-    def prepare(self, keys, batch):
-        obj, specials = self.config.objective, self.specials
-        input_ids = batch["input_ids"]
-        attention_mask = (input_ids != specials.pad).astype(jnp.int32)
-        whole = {"input_ids": input_ids, "segment_ids": batch["segment_ids"], "attention_mask": attention_mask}
-        num_predictions = jnp.float32(1.0)
-        if needs_masking(self.k):
-            select_rng, replace_rng = keys
-            chosen = objectives.mask_tokens(select_rng, input_ids, _maskable(input_ids, specials), mask_id=specials.mask,
-                                            mask_prob=obj.mask_prob, mask_token_prob=0.0,
-                                            max_predictions=self.config.max_predictions)  # selection only
-            selected = objectives.scatter(jnp.zeros_like(input_ids), chosen.positions_BxP,
-                                          jnp.ones_like(chosen.positions_BxP), chosen.weights_BxP > 0) > 0
-            masked = objectives.mask_selected(replace_rng, input_ids, selected,
-                                              max_predictions=self.config.max_predictions,
-                                              mask_id=specials.mask, mask_token_prob=obj.mask_token_prob,
-                                              random_token_prob=obj.random_token_prob, random_ids=self.random_ids)
-            whole.update(input_ids=masked.input_ids_BxL, masked=masked)
-            num_predictions = jnp.maximum(masked.weights_BxP.sum(), 1.0)
-        counts = (jnp.maximum(attention_mask.sum().astype(jnp.float32), 1.0), num_predictions)
-        return whole, counts
-
-    def _forward(self, module: Bert, params, micro, deterministic: bool, rng=None):
-        """(MLM logits at the masked positions or None, hidden states per layer, attention probabilities of
-        layer i (1-based) at [i])."""
-        rngs = {} if deterministic else {"dropout": rng}
-        inputs = (micro["input_ids"], micro["segment_ids"], micro["attention_mask"])
-        if "masked" in micro:
-            logits, state = module.apply({"params": params}, *inputs, micro["masked"].positions_BxP,
-                                         deterministic=deterministic, rngs=rngs, mutable=["intermediates"])
-        else:
-            (_, state), logits = module.apply({"params": params}, *inputs, deterministic=deterministic, rngs=rngs,
-                                              method=Bert.encode, mutable=["intermediates"]), None
-        sown = state["intermediates"]["encoder"]
-        attention = [None] + [sown[f"layer_{i}"]["attention"]["attention_probs"][0]
-                              if self.k.attention_weight else None for i in range(module.config.num_layers)]
-        return logits, sown["hidden_states"], attention
-
-    def _frozen_stopped(self, params):
-        labels = frozen_label(self.k)(params)
-        return jax.tree.map(lambda p, label: jax.lax.stop_gradient(p) if label == "frozen" else p, params, labels)
-
-    def keep_frozen(self, old, new):
-        """After the update: frozen leaves are the old arrays themselves (bit for bit, -0.0 included; with the
-        state donated XLA keeps their buffers instead of writing p + 0)."""
-        labels = frozen_label(self.k)(old)
-        return jax.tree.map(lambda o, n, label: o if label == "frozen" else n, old, new, labels)
-
-    def loss(self, params, micro, keys, counts, teacher, deterministic: bool = False):
-        k = self.k
-        real_BxL = micro["attention_mask"].astype(jnp.float32)
-        t_logits, t_hidden, t_attention = jax.tree.map(jax.lax.stop_gradient, self._forward(
-            self.teacher, teacher, micro, deterministic=True))
-        s_logits, s_hidden, s_attention = self._forward(self.student, self._frozen_stopped(params), micro,
-                                                        deterministic=deterministic, rng=keys[0])
-        zero = jnp.zeros((), jnp.float32)
-        hidden = attention = logit = mlm = hits = zero
-        for s, t in self.pairs:
-            if k.hidden_weight:
-                se_BxL = jnp.mean(jnp.square(s_hidden[s].astype(jnp.float32) - t_hidden[t].astype(jnp.float32)), -1)
-                hidden += (se_BxL * real_BxL).sum()
-            if k.attention_weight:
-                distance_BxNxL = jnp.square(s_attention[s] - t_attention[t]).sum(-1)
-                attention += (distance_BxNxL.mean(1) * real_BxL).sum()
-        if "masked" in micro:
-            masked = micro["masked"]
-            if k.logit_weight:
-                temperature = k.temperature
-                t_log_p = jax.nn.log_softmax(t_logits / temperature, -1)
-                s_log_p = jax.nn.log_softmax(s_logits / temperature, -1)
-                kl_BxP = (jnp.exp(t_log_p) * (t_log_p - s_log_p)).sum(-1) * temperature ** 2
-                logit = (kl_BxP * masked.weights_BxP).sum()
-            if k.mlm_weight:
-                loss_BxP, hit_BxP = objectives.cross_entropy_and_hit(s_logits, masked.labels_BxP)
-                mlm, hits = (loss_BxP * masked.weights_BxP).sum(), (hit_BxP * masked.weights_BxP).sum()
-        sums = DistillSums(hidden, attention, logit, mlm, hits)
-        return self.total(sums, counts), sums
-
-    def total(self, sums: DistillSums, counts):
-        k = self.k
-        tokens, predictions = counts
-        return (k.hidden_weight * sums.hidden / tokens + k.attention_weight * sums.attention / tokens
-                + k.logit_weight * sums.logit / predictions + k.mlm_weight * sums.mlm / predictions)
-
-    def zero_sums(self):
-        return _zeros(DistillSums)
-
-    def metrics(self, sums: DistillSums, counts):
-        k, (tokens, predictions) = self.k, counts
-        values = {"loss": self.total(sums, counts), "tokens": tokens}
-        if k.hidden_weight:
-            values["hidden_loss"] = sums.hidden / tokens
-        if k.attention_weight:
-            values["attention_loss"] = sums.attention / tokens
-        if k.logit_weight:
-            values["logit_loss"] = sums.logit / predictions
-        if k.mlm_weight:
-            values["mlm_loss"] = sums.mlm / predictions
-            values["mlm_accuracy"] = sums.mlm_hits / predictions
-        return values
-
 
 # ---------------------------------------------------------------------------- the command
 

@@ -1,7 +1,7 @@
 """ELECTRA and ALBERT pretraining: data -> sharded state -> jitted step -> metrics and checkpoints.
 
 Reads top to bottom: `prepare_data` (packed ArrayRecord shards), `build_model`, `state_shardings` (abstract,
-sharded), `make_train_step` (the objective of `steps.py`, accumulation and the update inside one jit),
+sharded), `make_train_step` (an `objectives` Objective, accumulation and the update inside one jit),
 `start_run` (the run directory), `train_loop` (the loop) and `pretrain`, which strings them together.
 Distillation (`distill.py`) runs through the same pieces with its own objective.
 """
@@ -36,7 +36,8 @@ from electra_jax.models.bert import Bert
 from electra_jax.models.electra import Electra
 from electra_jax.optim import make_optimizer, make_schedule
 from electra_jax.preemption import PreemptionWatch
-from electra_jax.steps import AlbertObjective, ElectraObjective
+from electra_jax.objectives.albert import AlbertObjective
+from electra_jax.objectives.electra import ElectraObjective
 
 
 # What the progress bar and the closing line show, per architecture: (label, metric).
@@ -257,8 +258,7 @@ def make_train_step(config: Config, model, tx, specials: SpecialIds, word_starts
             (grads, sums), _ = jax.lax.scan(accumulate, zeros, (micro_batches, micro_rngs))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        if hasattr(objective, "keep_frozen"):  # frozen parameters carried over as they were, not p + 0
-            params = objective.keep_frozen(state.params, params)
+        params = objective.keep_frozen(state.params, params)  # frozen parameters as they were, not p + 0
         metrics = objective.metrics(sums, counts)
         metrics["grad_norm"] = optax.tree.norm(grads)
         metrics["param_norm"] = optax.tree.norm(params)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from electra_jax import objectives
+from electra_jax.objectives import albert, masking
 from electra_jax.cli import main
 from electra_jax.hf.export import export, load_run_params
 from electra_jax.hf.importer import import_hf
@@ -111,13 +111,13 @@ def test_mlm_and_sop_loss_match_hf(hf_folder, tmp_path):
     ids, segments, attention = _batch()
     selected = np.zeros(ids.shape, bool)
     selected[:, [2, 5, 6, 12]] = True
-    masked = objectives.mask_selected(jax.random.key(0), jnp.asarray(ids), jnp.asarray(selected), max_predictions=6,
+    masked = masking.mask_selected(jax.random.key(0), jnp.asarray(ids), jnp.asarray(selected), max_predictions=6,
                                       mask_id=4,
                                       mask_token_prob=0.8, random_token_prob=0.1, random_ids=(5, VOCAB))
     sop_labels = np.array([0, 1, 1])
     mlm, sop = Albert(config.model).apply({"params": params}, masked.input_ids_BxL, segments, attention,
                                           masked.positions_BxP)
-    sums = objectives.albert_sums(mlm, sop, masked, sop_labels)
+    sums = albert.albert_sums(mlm, sop, masked, sop_labels)
     labels = np.full(ids.shape, -100)
     for row in range(3):
         real = np.asarray(masked.weights_BxP[row]) > 0
@@ -131,7 +131,7 @@ def test_mlm_and_sop_loss_match_hf(hf_folder, tmp_path):
         hf_sop = torch.nn.functional.cross_entropy(out.sop_logits, torch.from_numpy(sop_labels))
     np.testing.assert_allclose(float(sums.mlm_loss / sums.num_predictions), float(hf_mlm), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(float(sums.sop_loss / sums.num_sequences), float(hf_sop), rtol=1e-5, atol=1e-5)
-    ours = objectives.albert_loss(sums, sums.num_predictions, sums.num_sequences)
+    ours = albert.albert_loss(sums, sums.num_predictions, sums.num_sequences)
     np.testing.assert_allclose(float(ours), float(out.loss), rtol=1e-5, atol=1e-5)
 
 

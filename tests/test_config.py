@@ -123,7 +123,7 @@ def test_masking_budget_is_derived_as_the_original():
 def test_derived_budget_masks_fifteen_percent_of_full_sequences():
     import jax
     import jax.numpy as jnp
-    from electra_jax.objectives import mask_tokens
+    from electra_jax.objectives.masking import mask_tokens
     config = load_config(REPO / "configs" / "electra_smoke.yaml", ["data.seq_len=128"])
     ids = jnp.full((64, 128), 7, jnp.int32).at[:, 0].set(2).at[:, 63].set(3).at[:, 127].set(3)
     masked = mask_tokens(jax.random.key(0), ids, ids == 7, mask_id=4, mask_prob=0.15, mask_token_prob=0.85,

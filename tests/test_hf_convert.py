@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from electra_jax import objectives
+from electra_jax.objectives import electra, masking
 from electra_jax.config import load_config
 from electra_jax.data.tokenizer import save_tokenizer, wordpiece_from_vocab
 from electra_jax.hf.export import export, load_run_params, write_model_files
@@ -132,7 +132,7 @@ def test_losses_match_hf_outputs(tmp_path):
         write_model_files(tmp_path / tower, config, params, tower)
     ids, segments, mask = batch()
     model = Electra(config.model)
-    masked = objectives.mask_tokens(jax.random.key(5), jnp.asarray(ids), jnp.asarray((ids > 4)), mask_id=4,
+    masked = masking.mask_tokens(jax.random.key(5), jnp.asarray(ids), jnp.asarray((ids > 4)), mask_id=4,
                                     mask_prob=0.15, mask_token_prob=0.85, max_predictions=4)
     seen = {}
 
@@ -140,7 +140,7 @@ def test_losses_match_hf_outputs(tmp_path):
         seen["corrupted"] = np.asarray(corrupted)
         return model.apply({"params": params}, corrupted, segments, mask, method=Electra.discriminator_logits)
 
-    sums = objectives.electra_sums(
+    sums = electra.electra_sums(
         lambda i, p: model.apply({"params": params}, i, segments, mask, p, method=Electra.generator_logits),
         disc_fn, jax.random.split(jax.random.key(6), 3), masked, jnp.asarray(ids), jnp.asarray(mask), 1.0)
 

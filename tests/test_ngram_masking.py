@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from electra_jax.objectives import mask_selected, ngram_probabilities, select_ngrams
+from electra_jax.objectives.masking import mask_selected, ngram_probabilities, select_ngrams
 
 B, L = 256, 128
 

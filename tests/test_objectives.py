@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from electra_jax import objectives
+from electra_jax.objectives import base, electra, masking
 
 PAD, CLS, SEP, MASK = 0, 2, 3, 4
 
@@ -27,7 +27,7 @@ def test_masking_statistics_over_many_draws():
     maskable = (ids != PAD) & (ids != CLS) & (ids != SEP) & (ids != MASK)
     selected_total = chosen_mask = kept = 0
     for draw in range(20):
-        m = objectives.mask_tokens(jax.random.key(draw), ids, maskable, mask_id=MASK, mask_prob=0.15,
+        m = masking.mask_tokens(jax.random.key(draw), ids, maskable, mask_id=MASK, mask_prob=0.15,
                                    mask_token_prob=0.85, max_predictions=20)
         positions, weights = np.asarray(m.positions_BxP), np.asarray(m.weights_BxP) > 0
         masked_ids, original = np.asarray(m.input_ids_BxL), np.asarray(ids)
@@ -59,7 +59,7 @@ def test_masking_statistics_over_many_draws():
 
 def test_replaced_only_where_sample_differs():
     ids = jnp.array([[CLS, 10, 11, 12, 13, SEP, PAD, PAD]], jnp.int32)
-    masked = objectives.Masked(input_ids_BxL=ids.at[0, 1].set(MASK).at[0, 2].set(MASK),
+    masked = masking.Masked(input_ids_BxL=ids.at[0, 1].set(MASK).at[0, 2].set(MASK),
                                positions_BxP=jnp.array([[1, 2, 3]]), labels_BxP=jnp.array([[10, 11, 12]]),
                                weights_BxP=jnp.array([[1.0, 1.0, 1.0]]))
     vocab = 20
@@ -71,7 +71,7 @@ def test_replaced_only_where_sample_differs():
         seen["ids"] = corrupted
         return jnp.zeros(corrupted.shape)
 
-    sums = objectives.electra_sums(lambda i, p: logits, disc, jax.random.split(jax.random.key(0), 1), masked, ids,
+    sums = electra.electra_sums(lambda i, p: logits, disc, jax.random.split(jax.random.key(0), 1), masked, ids,
                                    (ids != PAD).astype(jnp.int32), 1.0)
     assert seen["ids"].tolist() == [[CLS, 10, 15, 12, 13, SEP, PAD, PAD]]
     assert float(sums.replaced) == 1.0 and float(sums.num_tokens) == 6.0 and float(sums.num_predictions) == 3.0
@@ -86,7 +86,7 @@ def test_samplers_follow_softmax(sampler, vocab):
     probs /= probs.sum()
     draws = 40000
     logits = jnp.tile(jnp.log(jnp.asarray(probs, jnp.float32))[None, None], (draws // 4, 4, 1)) * 2.0
-    samples = np.asarray(objectives.SAMPLERS[sampler](jax.random.split(jax.random.key(1), draws // 4), logits, 2.0))
+    samples = np.asarray(electra.SAMPLERS[sampler](jax.random.split(jax.random.key(1), draws // 4), logits, 2.0))
     freq = np.bincount(samples.ravel(), minlength=vocab) / draws
     assert samples.min() >= 0 and samples.max() < vocab
     top = np.argsort(probs)[-5:]  # the temperature (2) undoes the factor 2 on the logits
@@ -99,11 +99,11 @@ def test_cross_entropy_and_hit_match_optax_and_argmax():
     logits = jax.random.normal(jax.random.key(3), (4, 5, 97)) * 4
     labels = jax.random.randint(jax.random.key(4), (4, 5), 0, 97)
     labels = labels.at[0].set(jnp.argmax(logits[0], -1))  # some hits for sure
-    loss, hit = objectives.cross_entropy_and_hit(logits, labels)
+    loss, hit = base.cross_entropy_and_hit(logits, labels)
     np.testing.assert_allclose(loss, optax.softmax_cross_entropy_with_integer_labels(logits, labels),
                                rtol=1e-6, atol=1e-6)
     assert (np.asarray(hit) == np.asarray(jnp.argmax(logits, -1) == labels)).all() and bool(hit[0].all())
-    grad = jax.grad(lambda x: objectives.cross_entropy_and_hit(x, labels)[0].sum())(logits)
+    grad = jax.grad(lambda x: base.cross_entropy_and_hit(x, labels)[0].sum())(logits)
     expected = jax.grad(lambda x: optax.softmax_cross_entropy_with_integer_labels(x, labels).sum())(logits)
     np.testing.assert_allclose(grad, expected, atol=1e-6)
 
@@ -115,8 +115,8 @@ def test_auc_from_logit_histograms_matches_the_pairwise_definition():
     logits[0, :4] = [-40.0, 40.0, -16.5, 16.5]
     weights = np.ones_like(labels)
     weights[:, 60:] = 0  # padding: counted on neither side
-    positive, negative = objectives.logit_histograms(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(weights))
+    positive, negative = electra.logit_histograms(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(weights))
     assert float(positive.sum()) == (labels * weights).sum() and float(negative.sum()) == ((1 - labels) * weights).sum()
     pos, neg = logits[(labels > 0) & (weights > 0)], logits[(labels == 0) & (weights > 0)]
     exact = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg))
-    assert objectives.auc(positive, negative) == pytest.approx(exact, abs=2e-3)  # bins of 1/128 of a logit
+    assert electra.auc(positive, negative) == pytest.approx(exact, abs=2e-3)  # bins of 1/128 of a logit
