@@ -44,7 +44,9 @@ def jax_step(config, teacher_layers: int, ids, segments):
     from electra_jax.distill import DistillObjective, distill_optimizer, on_mesh, param_shardings, student_params
     from electra_jax.mesh import make_mesh
     from electra_jax.models.bert import Bert
-    from electra_jax.train import SpecialIds, TrainState, setup_training
+    from electra_jax.data.text_tokenizer import SpecialIds
+    from electra_jax.state import TrainState
+    from electra_jax.train import setup_training
 
     specials = SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
     mesh = make_mesh(config, jax.devices()[:1])

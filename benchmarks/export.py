@@ -22,7 +22,8 @@ def build_run(run_dir: Path) -> int:
     from electra_jax.config import load_config, save_config
     from electra_jax.data.tokenizer import SPECIAL_TOKENS, save_tokenizer, wordpiece_from_vocab
     from electra_jax.mesh import make_mesh
-    from electra_jax.train import setup_training, SpecialIds
+    from electra_jax.data.text_tokenizer import SpecialIds
+    from electra_jax.train import setup_training
 
     repo = Path(__file__).resolve().parents[1]
     config = load_config(repo / "configs" / "electra_base.yaml", ["model.vocab_size=30522", "mesh.data=1"])

@@ -108,7 +108,7 @@ def eval_probe(folder: Path, batch: int, max_predictions: int) -> list[dict]:
 def hf_pair(config, params=None):
     """(generator, discriminator) HF models sharing their embeddings and the tied head, with our `params`."""
     from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
-    from electra_jax.hf.export import hf_config
+    from electra_jax.hf.electra import hf_config
     generator = ElectraForMaskedLM(ElectraConfig(**hf_config(config, "generator")))
     discriminator = ElectraForPreTraining(ElectraConfig(**hf_config(config, "discriminator")))
     generator.electra.embeddings = discriminator.electra.embeddings
@@ -120,7 +120,7 @@ def hf_pair(config, params=None):
 
 def load(generator, discriminator, config, params) -> None:
     import torch
-    from electra_jax.hf.export import state_dict
+    from electra_jax.hf.electra import state_dict
     for model, architecture in ((generator, "ElectraForMaskedLM"), (discriminator, "ElectraForPreTraining")):
         tensors = {name: torch.from_numpy(np.array(value)) for name, value in
                    state_dict(config, params, architecture).items()}
@@ -251,7 +251,8 @@ def run_side(side: str, config, folder: Path, seed: int, steps: int, eval_every:
     import jax
     from electra_jax.data.loader import PretrainingData
     from electra_jax.mesh import make_mesh
-    from electra_jax.train import setup_training, special_ids
+    from electra_jax.run_dir import special_ids
+    from electra_jax.train import setup_training
     from electra_jax.data.prepare import read_metadata
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
     training = setup_training(config, make_mesh(config, jax.devices()[:1]), special_ids(read_metadata(folder)))
@@ -386,7 +387,7 @@ def main() -> None:
     config = load_config(REPO / "configs" / "electra_smoke.yaml", [*MODEL, f"train.steps={args.steps}",
                                                                   *args.overrides])
     folder = prepared_spanish(out, args.vocab, config.data.seq_len, eval_fraction=0.02)
-    from electra_jax.train import with_vocab
+    from electra_jax.run_dir import with_vocab
     from electra_jax.data.prepare import read_metadata
     config = with_vocab(config, read_metadata(folder)["tokenizer"]["vocab_size"])
     probes = eval_probe(folder, config.train.batch_size, config.max_predictions)

@@ -76,7 +76,8 @@ def median_step_seconds(step, repeats: int, warmup: int = 2) -> float:
 def jax_step(config, ids, segments):
     import jax
     from electra_jax.mesh import make_mesh
-    from electra_jax.train import SpecialIds, setup_training
+    from electra_jax.data.text_tokenizer import SpecialIds
+    from electra_jax.train import setup_training
 
     specials = SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
     albert = config.model.architecture == "albert"
@@ -256,11 +257,11 @@ def main() -> None:
                  str(args.vocab), "--model", args.model, *(["--default-malloc"] if args.default_malloc else [])]
     results, seconds, peak = run_rounds(__file__, forwarded, args.rounds)
     config = make_config(args)
-    from electra_jax.metrics import train_flops_per_token
+    from electra_jax.families import family_of
     import jax
     import torch
     tokens = args.batch * args.seq
-    flops_per_step = train_flops_per_token(config) * tokens
+    flops_per_step = family_of(config.model).flops_per_token(config) * tokens
     described = {"electra": "ELECTRA-small (L12 H256 E128, generator 1/4)",
                  "albert": "ALBERT-base (L12 H768 E128, one shared group; AdamW on both sides)"}[args.model]
     malloc = "glibc malloc defaults" if args.default_malloc else "glibc malloc keeping freed memory"

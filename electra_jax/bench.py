@@ -15,6 +15,8 @@ import time
 import numpy as np
 
 from electra_jax.config import Config, ConfigError
+from electra_jax.data.loader import FIELDS
+from electra_jax.families import family_of
 
 # Dense matmul peak per JAX device, FLOP/s: (bf16, f32). TPUs run f32 matmuls as bf16 passes at their
 # default precision; GPUs run them as TF32.
@@ -60,7 +62,7 @@ def synthetic_batch(config: Config, vocab: int, seed: int = 0) -> dict[str, np.n
     segments = np.zeros_like(ids)
     segments[:, seq // 2 + 1:] = 1
     arrays = {"input_ids": ids, "segment_ids": segments}
-    if config.model.architecture == "albert":
+    if "sop_label" in FIELDS[family_of(config.model).data_format]:
         arrays["sop_label"] = rng.integers(0, 2, batch).astype(np.int32)
     return arrays
 
@@ -71,16 +73,17 @@ def bench(config: Config, steps: int = 10, warmup: int = 2, log=print) -> dict:
     from electra_jax.config import validate
     from electra_jax.data.text_tokenizer import SpecialIds
     from electra_jax.mesh import make_mesh
-    from electra_jax.metrics import train_flops_per_token
     from electra_jax.train import setup_training
 
-    if config.model.architecture == "bert":
-        raise ConfigError("bench: a bert model is not pretrained here; bench an electra or albert config")
+    family = family_of(config.model)
+    if family.trained_by != "pretrain":
+        raise ConfigError(f"bench: a {family.name} model is not pretrained here; bench a config of a pretrained "
+                          f"family")
     vocab = config.model.vocab_size or config.data.vocab_size
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=vocab))
     validate(config, jax.device_count())
     devices = jax.devices()
-    word_starts = np.random.default_rng(0).random(vocab) < 0.7 if config.model.architecture == "albert" else None
+    word_starts = np.random.default_rng(0).random(vocab) < 0.7 if family.needs_word_starts else None
     training = setup_training(config, make_mesh(config), SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4),
                               word_starts)
     batch = {name: jax.make_array_from_process_local_data(training.batch_sharding, array)
@@ -98,7 +101,7 @@ def bench(config: Config, steps: int = 10, warmup: int = 2, log=print) -> dict:
             times.append(time.perf_counter() - start)
     step_seconds = statistics.median(times)
     tokens_per_second = config.train.batch_size * config.data.seq_len / step_seconds
-    achieved = train_flops_per_token(config) * tokens_per_second
+    achieved = family.flops_per_token(config) * tokens_per_second
     kind, dtype = devices[0].device_kind, config.model.dtype
     if devices[0].platform == "cpu":
         peak, source = measured_matmul_peak(), "fp32 matmul measured in this run"

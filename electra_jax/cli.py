@@ -13,10 +13,10 @@ def _pretrain(args) -> int:
     from electra_jax.config import load_config
     config = load_config(args.config, args.overrides)  # config errors before jax is even imported
     from electra_jax.train import pretrain
-    return _train(args, config, pretrain, config.model.architecture)
+    return _train(args, config, pretrain)
 
 
-def _train(args, config, run, architecture: str) -> int:
+def _train(args, config, run) -> int:
     """Join the processes of a multi-process run, then `run(config, run_dir)` (pretrain or distill) and report:
     exit code 0, 3 for a non-finite loss, 143 when preempted."""
     from electra_jax.distributed import initialize
@@ -34,12 +34,13 @@ def _train(args, config, run, architecture: str) -> int:
         return code
     final = summary["final"]
     if final:
-        from electra_jax.train import SUMMARY, shown
-        extra = "".join(f", {label} {final[key]:.4f}" for label, key in shown(SUMMARY, architecture, final))
+        from electra_jax.families import family_of, shown
+        summary_metrics = family_of(config.model).summary
+        extra = "".join(f", {label} {final[key]:.4f}" for label, key in shown(summary_metrics, final))
         print(f"step {summary['end_step']}: loss {final['loss']:.4f}{extra}")
         held = {key[len("eval_"):]: value for key, value in final.items() if key.startswith("eval_")}
         if "loss" in held:
-            extra = "".join(f", {label} {held[key]:.4f}" for label, key in shown(SUMMARY, architecture, held))
+            extra = "".join(f", {label} {held[key]:.4f}" for label, key in shown(summary_metrics, held))
             auc = f", discriminator AUC {held['discriminator_auc']:.4f}" if "discriminator_auc" in held else ""
             print(f"held-out: loss {held['loss']:.4f}{extra}{auc}")
     print(f"checkpoints: {summary['checkpoints']}")
@@ -73,7 +74,7 @@ def _distill(args) -> int:
         data=dataclasses.replace(config.data, **{k: v for k, v in data.items() if v is not None}))
     validate(config)  # config errors before jax is even imported
     from electra_jax.distill import distill
-    return _train(args, config, distill, "bert")
+    return _train(args, config, distill)
 
 
 def _bench(args) -> int:

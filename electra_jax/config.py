@@ -19,6 +19,10 @@ class ConfigError(ValueError):
     """A one-line, user-facing configuration problem."""
 
 
+# The model families of `electra_jax.families` (named here so that a config is checked before jax is imported).
+ARCHITECTURES = ("electra", "albert", "bert")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     architecture: str = "electra"  # electra | albert | bert (bert: imported or distilled, not pretrained)
@@ -336,8 +340,8 @@ def validate(config: Config, num_devices: int | None = None) -> None:
         _positive(f"model.{name}", getattr(m, name))
     if m.vocab_size < 0:
         raise ConfigError(f"config: model.vocab_size must be >= 0 (0: from the tokenizer), got {m.vocab_size}")
-    if m.architecture not in ("electra", "albert", "bert"):
-        raise ConfigError(f"config: model.architecture must be electra, albert or bert, got {m.architecture!r}")
+    if m.architecture not in ARCHITECTURES:
+        raise ConfigError(f"config: model.architecture must be {', '.join(ARCHITECTURES)}, got {m.architecture!r}")
     if m.remat not in ("none", "full", "dots"):
         raise ConfigError(f"config: model.remat must be none, full or dots, got {m.remat!r}")
     if m.attention not in ("einsum", "jax", "cudnn"):

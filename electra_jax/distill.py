@@ -24,13 +24,16 @@ import optax
 
 from electra_jax.config import Config, ConfigError, DistillConfig, ModelConfig, validate
 from electra_jax.data.text_tokenizer import copy_tokenizer
+from electra_jax.families import FAMILIES, family_of
 from electra_jax.mesh import logical_rules, make_mesh
 from electra_jax.models.bert import Bert
 from electra_jax.objectives.distill import DistillObjective, frozen_label, needs_masking
-from electra_jax.train import (TrainState, _check_inputs, build_optimizer, setup_training, special_ids, start_run,
-                               train_loop)
+from electra_jax.run_dir import check_inputs, check_teacher_record, load_run_params, special_ids, start_run
+from electra_jax.state import TrainState, build_optimizer
+from electra_jax.train import setup_training, train_loop
 
-TEACHER_RECORD = "teacher.json"
+BERT = FAMILIES["bert"]  # the one family distillation reads and writes
+
 # What a student takes from its teacher: the shape of the model. Compute settings (dtype, remat, attention
 # implementation) and dropout come from the run's own config.
 TEACHER_FIELDS = ("architecture", "vocab_size", "embedding_size", "hidden_size", "num_heads", "intermediate_size",
@@ -45,17 +48,16 @@ def load_teacher(source: str | Path, config: Config, log=print):
     memory."""
     source = Path(source)
     if (source / "config.yaml").is_file():
-        from electra_jax.hf.export import load_run_params
         teacher_config, params, step = load_run_params(source, None)
         log(f"teacher: {source} ({teacher_config.model.architecture}, step {step})")
         return teacher_config.model, params, lambda out: copy_tokenizer(source / "tokenizer", out), ()
     if (source / "config.json").is_file():
-        from electra_jax.hf import bert
-        from electra_jax.hf.importer import HFImportError, _model_type, read_single
-        if _model_type(source) != "bert":
-            raise HFImportError(f"distill: the teacher {source} is a {_model_type(source)!r} model; distillation "
-                                f"takes a BERT (model_type 'bert')")
-        teacher_config, state, write_tokenizer, fresh = read_single(source, config, bert,
+        from electra_jax.hf.importer import HFImportError, read_single
+        model_type = json.loads((source / "config.json").read_text()).get("model_type")
+        if model_type != BERT.hf.model_type:
+            raise HFImportError(f"distill: the teacher {source} is a {model_type!r} model; distillation "
+                                f"takes a BERT (model_type {BERT.hf.model_type!r})")
+        teacher_config, state, write_tokenizer, fresh = read_single(source, config, BERT,
                                                                     log=lambda m: log(f"teacher: {m}"))
         return teacher_config.model, jax.tree.map(np.asarray, state.params), write_tokenizer, fresh
     raise FileNotFoundError(f"distill: the teacher {source} is neither a run directory (config.yaml) nor a "
@@ -103,32 +105,6 @@ def teacher_digest(params: dict, fresh: tuple[str, ...] = ()) -> str:
     return digest.hexdigest()
 
 
-RESUME_KEYS = ("digest", "student_layers", "layer_map", "freeze_embeddings", "masked")  # what shapes the state
-
-
-def _check_teacher_record(run_dir: Path, record: dict, write: bool) -> None:
-    """Until the first finished checkpoint the record is (re)written (by process 0, `write`); a run with one
-    must keep its teacher and student layout. Every process checks, so all of them stop together."""
-    path = run_dir / TEACHER_RECORD
-    checkpoints = run_dir / "checkpoints"
-    finished = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())  # not Orbax's tmp
-    if not finished:
-        if write:
-            path.write_text(json.dumps(record, indent=2) + "\n")
-        return
-    if not path.is_file():
-        raise ConfigError(f"distill: {run_dir} holds checkpoints but no {TEACHER_RECORD}; it is not a "
-                          f"distillation run directory: use a new --run-dir")
-    saved = json.loads(path.read_text())
-    changed = [key for key in RESUME_KEYS if saved.get(key) != record[key]]
-    if changed:
-        raise ConfigError(f"distill: {run_dir} was started with another {' and '.join(changed)} (teacher "
-                          f"{saved.get('source')}, {saved.get('student_layers')} student layers, layer map "
-                          f"{saved.get('layer_map')}, embeddings {'frozen' if saved.get('freeze_embeddings') else 'trained'}, "
-                          f"logit/MLM terms {'on' if saved.get('masked') else 'off'}); give the same ones to resume, "
-                          f"or use a new --run-dir")
-
-
 # ---------------------------------------------------------------------------- the objective
 
 # ---------------------------------------------------------------------------- the command
@@ -159,7 +135,7 @@ def resolve(config: Config, log=print):
     if k.student_layers < 1:
         raise ConfigError("distill: give the student's depth with --student-layers K (distill.student_layers)")
     teacher, teacher_params, write_tokenizer, fresh = load_teacher(k.teacher, config, log)
-    if teacher.architecture != "bert":
+    if family_of(teacher) is not BERT:
         raise ConfigError(f"distill: the teacher {k.teacher} is an {teacher.architecture} model; distillation takes "
                           f"a BERT (import one with `electra-jax import`)")
     if k.student_layers > teacher.num_layers:
@@ -183,7 +159,7 @@ def distill(config: Config, run_dir: str | Path, log=print, progress: bool = Tru
     of `train.train_loop`. The student's checkpoints are a BERT run directory: `electra-jax export` writes it
     as a BertForMaskedLM and `finetune --init` starts from it."""
     run_dir = Path(run_dir)
-    _check_inputs(config)
+    check_inputs(config)
     config, teacher_model, teacher_params, write_tokenizer, pairs, fresh = resolve(config, log)
     k = config.distill
     record = {"source": str(Path(k.teacher).resolve()), "digest": teacher_digest(teacher_params, fresh),
@@ -193,7 +169,7 @@ def distill(config: Config, run_dir: str | Path, log=print, progress: bool = Tru
     is_main = jax.process_index() == 0
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    _check_teacher_record(run_dir, record, write=is_main)
+    check_teacher_record(run_dir, record, write=is_main)
     if is_main and not (run_dir / "tokenizer").is_dir():  # the teacher's vocabulary is the student's
         write_tokenizer(run_dir / "tokenizer")
     config, data_folder, metadata, log = start_run(config, run_dir, log)

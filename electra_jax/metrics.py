@@ -1,4 +1,5 @@
-"""Metric writers (JSONL + TensorBoard), FLOPs per token, and the loss/accuracy plot."""
+"""Metric writers (JSONL + TensorBoard), the FLOPs of an encoder (each family counts its own step from it), and
+the loss/accuracy plot."""
 from __future__ import annotations
 
 import json
@@ -68,32 +69,6 @@ def encoder_flops_per_token(layers: int, hidden: int, intermediate: int, seq_len
     return 2.0 * layers * (dense + attention)
 
 
-def electra_train_flops_per_token(config: Config) -> float:
-    """Forward + backward (3x forward) matmul FLOPs per input token of one ELECTRA step."""
-    m, seq_len = config.model, config.data.seq_len
-    gen_h, disc_h, emb = m.generator_hidden_size, m.hidden_size, m.embedding_size
-    forward = encoder_flops_per_token(m.num_layers, disc_h, m.intermediate_size, seq_len)
-    forward += encoder_flops_per_token(m.num_layers, gen_h, m.generator_intermediate_size, seq_len)
-    forward += 2 * emb * disc_h * (emb != disc_h) + 2 * emb * gen_h * (emb != gen_h)  # projections
-    forward += 2 * disc_h * disc_h + 2 * disc_h  # discriminator head
-    predicted_fraction = config.max_predictions / seq_len  # generator head runs only there
-    forward += predicted_fraction * (2 * gen_h * emb + 2 * emb * m.vocab_size)
-    return 3.0 * forward
-
-
-def albert_train_flops_per_token(config: Config) -> float:
-    """Forward + backward (3x forward) matmul FLOPs per input token of one ALBERT step: shared layers cost
-    their compute on every application; the MLM head runs only at the masked positions."""
-    m, seq_len = config.model, config.data.seq_len
-    applications = m.num_layers * m.inner_group_num
-    forward = encoder_flops_per_token(applications, m.hidden_size, m.intermediate_size, seq_len)
-    forward += 2 * m.embedding_size * m.hidden_size  # embedding_hidden_mapping_in
-    forward += (2 * m.hidden_size * m.hidden_size + 4 * m.hidden_size) / seq_len  # pooler + SOP, once per sequence
-    predicted_fraction = config.max_predictions / seq_len
-    forward += predicted_fraction * (2 * m.hidden_size * m.embedding_size + 2 * m.embedding_size * m.vocab_size)
-    return 3.0 * forward
-
-
 def distill_flops_per_token(config: Config, teacher_layers: int) -> float:
     """Matmul FLOPs per input token of one distillation step: the teacher's forward pass, the student's forward
     and backward (3x forward); the MLM heads at the masked positions when a logit or MLM term needs them."""
@@ -104,12 +79,6 @@ def distill_flops_per_token(config: Config, teacher_layers: int) -> float:
         head = config.max_predictions / seq_len * (2 * m.hidden_size ** 2 + 2 * m.hidden_size * m.vocab_size)
         teacher, student = teacher + head, student + head
     return teacher + 3.0 * student
-
-
-def train_flops_per_token(config: Config) -> float:
-    if config.model.architecture == "albert":
-        return albert_train_flops_per_token(config)
-    return electra_train_flops_per_token(config)
 
 
 def _series(records: list[dict], name: str) -> tuple[list[int], list[float]]:

@@ -1,239 +1,46 @@
-"""ELECTRA and ALBERT pretraining: data -> sharded state -> jitted step -> metrics and checkpoints.
+"""Pretraining (and distillation) of any family: the jitted step -> the loop.
 
-Reads top to bottom: `prepare_data` (packed ArrayRecord shards), `build_model`, `state_shardings` (abstract,
-sharded), `make_train_step` (an `objectives` Objective, accumulation and the update inside one jit),
-`start_run` (the run directory), `train_loop` (the loop) and `pretrain`, which strings them together.
+Reads top to bottom: `make_train_step` (an `objectives` Objective, gradient accumulation and the update
+inside one jit), `setup_training` (model, optimizer, sharded state and the jitted step for a mesh),
+`make_evaluate` (held-out evaluation), `pretrain` (the command) and `train_loop`. The run directory
+(tokenizer, data, config.yaml) is `run_dir.py`'s; the state and its shardings are `state.py`'s.
 Distillation (`distill.py`) runs through the same pieces with its own objective.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
-from jax.experimental import multihost_utils
 
-from electra_jax.checkpoint import Checkpointer, abstract_with_shardings
-from electra_jax.config import Config, ConfigError, MeshConfig, masking_warning, save_config, validate
-from electra_jax.data.default_corpus import write_default_corpus
+from electra_jax.checkpoint import Checkpointer
+from electra_jax.config import Config, ConfigError, validate
 from electra_jax.data.loader import PretrainingData, batch_hash, held_out_batches
-from electra_jax.data.prepare import METADATA, PackOptions, prepare, read_metadata
-from electra_jax.data.sources import SkipReport, parse_source, read_documents
-from electra_jax.data.text_tokenizer import SpecialIds, copy_tokenizer, load_text_tokenizer
-from electra_jax.data.tokenizer import save_tokenizer, train_wordpiece
+from electra_jax.data.prepare import read_metadata
+from electra_jax.data.text_tokenizer import SpecialIds, load_text_tokenizer
+from electra_jax.families import family_of, shown
 from electra_jax.mesh import batch_sharding, logical_rules, make_mesh, replicated
 from electra_jax.metrics import MetricWriter, plot_metrics
-from electra_jax.models.albert import Albert
-from electra_jax.models.bert import Bert
-from electra_jax.models.electra import Electra
-from electra_jax.optim import make_optimizer, make_schedule
+from electra_jax.objectives.base import Objective
 from electra_jax.preemption import PreemptionWatch
-from electra_jax.objectives.albert import AlbertObjective
-from electra_jax.objectives.electra import ElectraObjective
-
-
-# What the progress bar and the closing line show, per architecture: (label, metric).
-# A BERT is trained only by distillation; a metric whose loss is switched off is not shown.
-PROGRESS = {"electra": [("f1", "replaced_f1")], "albert": [("mlm_acc", "mlm_accuracy"), ("sop_acc", "sop_accuracy")],
-            "bert": [("hidden", "hidden_loss"), ("attention", "attention_loss"), ("logit", "logit_loss"),
-                     ("mlm_acc", "mlm_accuracy")]}
-SUMMARY = {"electra": [("generator loss", "generator_loss"), ("discriminator accuracy", "discriminator_accuracy"),
-                       ("replaced-token F1", "replaced_f1")],
-           "albert": [("MLM loss", "mlm_loss"), ("MLM accuracy", "mlm_accuracy"), ("SOP accuracy", "sop_accuracy")],
-           "bert": [("hidden-state MSE", "hidden_loss"), ("attention MSE", "attention_loss"),
-                    ("logit KL", "logit_loss"), ("MLM loss", "mlm_loss"), ("MLM accuracy", "mlm_accuracy")]}
-
-
-def shown(table: dict, architecture: str, values: dict) -> list[tuple[str, str]]:
-    """The (label, metric) pairs of `table` that this run reports."""
-    return [(label, key) for label, key in table[architecture] if key in values]
+from electra_jax.run_dir import check_inputs, held_out_split, special_ids, start_run
+from electra_jax.state import TrainState, build_model, build_optimizer, state_shardings
 
 
 class NonFiniteLossError(RuntimeError):
     pass
 
 
-@struct.dataclass
-class TrainState:
-    step: jax.Array
-    params: Any
-    opt_state: Any
-
-
-# ---------------------------------------------------------------------------- data
-
-def prepare_data(config: Config, run_dir: Path, log=print) -> tuple[Config, Path, dict]:
-    """(config with the vocabulary size, prepared folder, its metadata): `data.prepared` as given, or the
-    corpus packed once into the run directory with the run's tokenizer (trained there if none is given)."""
-    data = config.data
-    tokenizer_dir = run_dir / "tokenizer"
-    if data.prepared:
-        folder = Path(data.prepared)
-        metadata = read_metadata(folder)
-        _check_layout(metadata, folder, data.seq_len, data_format(config.model.architecture))
-        if data.tokenizer:
-            _check_tokenizer(load_text_tokenizer(data.tokenizer), data.tokenizer, metadata, folder)
-        if not tokenizer_dir.is_dir():  # the run directory is self-contained
-            copy_tokenizer(folder / "tokenizer", tokenizer_dir)
-    else:
-        files = [Path(f) for f in data.corpus]
-        if not files:
-            files = [run_dir / "data" / "default_corpus.txt"]
-            if not files[0].exists():
-                write_default_corpus(files[0])
-                log(f"wrote the embedded default corpus to {files[0]}")
-        if not _has_tokenizer(tokenizer_dir):
-            if data.tokenizer:
-                copy_tokenizer(data.tokenizer, tokenizer_dir)
-            else:
-                _train_tokenizer(config, files, tokenizer_dir, log)
-        folder = run_dir / "data" / f"prepared_L{data.seq_len}"
-        if not (folder / METADATA).is_file():
-            options = PackOptions(format=data_format(config.model.architecture), seq_len=data.seq_len, seed=data.seed,
-                                  short_seq_prob=data.short_seq_prob,
-                                  blank_lines_separate_docs=data.blank_lines_separate_docs,
-                                  eval_fraction=data.eval_fraction)
-            prepare([str(f) for f in files], tokenizer_dir, folder, options, workers=0, progress=False, log=log)
-        metadata = read_metadata(folder)
-    _check_tokenizer(load_text_tokenizer(tokenizer_dir), tokenizer_dir, metadata, folder)
-    return with_vocab(config, metadata["tokenizer"]["vocab_size"]), folder, metadata
-
-
-def data_format(architecture: str) -> str:
-    """ALBERT trains on sentence pairs; ELECTRA and BERT students on packed segments."""
-    return "albert" if architecture == "albert" else "electra"
-
-
-def _has_tokenizer(folder: Path) -> bool:
-    return (folder / "tokenizer.json").is_file() or (folder / "spiece.model").is_file()
-
-
-def _train_tokenizer(config: Config, files: list[Path], out: Path, log) -> None:
-    """The run's own vocabulary: WordPiece for ELECTRA, SentencePiece unigram for ALBERT."""
-    data = config.data
-    if config.model.architecture == "albert":
-        from electra_jax.data.spm import SentencePieceError, save_sentencepiece, train_sentencepiece
-        log(f"training a SentencePiece tokenizer (vocab {data.vocab_size}) on {len(files)} file(s)")
-        lines = (line for document in read_documents([parse_source(str(f)) for f in files], SkipReport())
-                 for line in document)
-        try:
-            model = train_sentencepiece(lines, data.vocab_size, lowercase=data.lowercase,
-                                        strip_accents=data.strip_accents)
-        except SentencePieceError as err:
-            raise ConfigError(f"config: data.vocab_size={data.vocab_size}: {err}") from None
-        save_sentencepiece(model, out, lowercase=data.lowercase, strip_accents=data.strip_accents)
-        return
-    log(f"training a WordPiece tokenizer (vocab {data.vocab_size}) on {len(files)} file(s)")
-    save_tokenizer(train_wordpiece(files, data.vocab_size, lowercase=data.lowercase,
-                                   strip_accents=data.strip_accents), out)
-
-
-def _check_layout(metadata: dict, folder: Path, seq_len: int, data_format: str) -> None:
-    if metadata["format"] != data_format:
-        raise ConfigError(f"config: data.prepared={folder} holds {metadata['format']} examples; this run needs "
-                          f"data prepared with --format {data_format}")
-    if metadata["seq_len"] != seq_len:
-        raise ConfigError(f"config: data.prepared={folder} was prepared with --seq-len {metadata['seq_len']}, but "
-                          f"data.seq_len={seq_len}; set data.seq_len={metadata['seq_len']} or prepare again")
-
-
-def _check_tokenizer(tokenizer, where, metadata: dict, folder: Path) -> None:
-    made_with = metadata["tokenizer"]
-    if tokenizer.fingerprint != made_with["fingerprint"]:
-        raise ConfigError(f"config: the prepared data {folder} was made with another tokenizer (fingerprint "
-                          f"{made_with['fingerprint'][:12]}, {made_with['vocab_size']} tokens) than {where} "
-                          f"({tokenizer.fingerprint[:12]}, {tokenizer.vocab_size} tokens); prepare the corpus with "
-                          f"--tokenizer {where}, or use a new run directory")
-
-
-def special_ids(metadata: dict) -> SpecialIds:
-    return SpecialIds(**metadata["tokenizer"]["special_ids"])
-
-
-def with_vocab(config: Config, tokenizer_vocab: int) -> Config:
-    if config.model.vocab_size == 0:
-        return dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer_vocab))
-    if config.model.vocab_size != tokenizer_vocab:
-        raise ConfigError(f"config: model.vocab_size={config.model.vocab_size} does not match the tokenizer's "
-                          f"{tokenizer_vocab} tokens; set it to 0 to take the tokenizer's size")
-    return config
-
-
-def held_out_split(config: Config, data_folder: Path, metadata: dict) -> tuple[Path, str] | None:
-    """(folder, split) of the held-out evaluation data, or None: `data.eval_prepared` (a whole prepared folder,
-    checked against the training data), else the eval shards of the training data's folder."""
-    data = config.data
-    if data.eval_prepared:
-        folder = Path(data.eval_prepared)
-        if not (folder / METADATA).is_file():
-            raise ConfigError(f"config: data.eval_prepared={folder} has no {METADATA}; make it with "
-                              f"`electra-jax prepare`")
-        held_metadata = read_metadata(folder)
-        _check_layout(held_metadata, folder, data.seq_len, data_format(config.model.architecture))
-        if held_metadata["tokenizer"]["fingerprint"] != metadata["tokenizer"]["fingerprint"]:
-            raise ConfigError(f"config: data.eval_prepared={folder} was made with another tokenizer than the "
-                              f"training data {data_folder}; prepare it with --tokenizer {data_folder / 'tokenizer'}")
-        return folder, "train"
-    held = metadata.get("eval")
-    if data.eval_fraction and (held is None or held["fraction"] != data.eval_fraction):
-        found = f"eval fraction {held['fraction']}" if held else "no held-out split"
-        raise ConfigError(f"config: data.eval_fraction={data.eval_fraction}, but {data_folder} was packed with "
-                          f"{found}; prepare the data with --eval-fraction {data.eval_fraction} (a corpus run: use a "
-                          f"new run directory), or set data.eval_fraction={held['fraction'] if held else 0}")
-    return (data_folder, "eval") if held else None
-
-
-# ---------------------------------------------------------------------------- model and state
-
-MODELS = {"electra": Electra, "albert": Albert, "bert": Bert}
-
-
-def build_model(config: Config) -> Electra | Albert | Bert:
-    return MODELS[config.model.architecture](config.model)
-
-
-def _dummy_inputs(config: Config):
-    ids = jnp.zeros((1, config.data.seq_len), jnp.int32)
-    return ids, ids, jnp.ones_like(ids), jnp.zeros((1, config.max_predictions), jnp.int32)
-
-
-def state_shardings(config: Config, model: Electra, tx: optax.GradientTransformation, mesh):
-    """Abstract init -> logical partition specs -> mesh shardings. Returns the shardings, the abstract state
-    carrying them (the target of a restore) and the function that builds the state.
-
-    `jax.jit(init, out_shardings=shardings)(rng)` then creates each parameter directly in its shards:
-    full-size parameters never materialise on one device.
-    """
-    def boxed_state(rng):
-        params = model.init({"params": rng}, *_dummy_inputs(config))["params"]
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-
-    boxed_abstract = jax.eval_shape(boxed_state, jax.random.key(0))
-    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed_abstract), mesh, logical_rules(config))
-    abstract = abstract_with_shardings(nn.unbox(boxed_abstract), shardings)
-    return shardings, abstract, lambda rng: nn.unbox(boxed_state(rng))
-
-
 # ---------------------------------------------------------------------------- the step
 
-def make_objective(config: Config, model, specials: SpecialIds, word_starts_V=None):
-    if config.model.architecture == "albert":
-        return AlbertObjective(config, model, specials, word_starts_V)
-    return ElectraObjective(config, model, specials)
-
-
-def make_train_step(config: Config, model, tx, specials: SpecialIds, word_starts_V=None, objective=None):
+def make_train_step(config: Config, objective: Objective, tx: optax.GradientTransformation):
     """`train_step(state, batch, frozen=None) -> (state, metrics)`. `frozen` (a distillation teacher's
     parameters) reaches the objective's loss as an argument of the jitted step, never as a constant."""
-    objective = objective or make_objective(config, model, specials, word_starts_V)
     accum = config.train.grad_accum_steps
     base_rng = jax.random.key(config.train.seed + 1)
 
@@ -283,7 +90,7 @@ def make_eval_step(objective):
 
 
 class Training(NamedTuple):
-    model: Electra | Albert | Bert
+    model: Any  # the family's Flax module
     tx: optax.GradientTransformation
     schedule: optax.Schedule
     shardings: Any  # of the state
@@ -295,22 +102,6 @@ class Training(NamedTuple):
     eval_fn: Any  # jitted (params, batch, index[, frozen]) -> (summable tree, counts): held-out evaluation
 
 
-def build_optimizer(config: Config) -> tuple[optax.Schedule, optax.GradientTransformation]:
-    schedule = make_schedule(config.schedule, config.optimizer.learning_rate, config.train.steps)
-    return schedule, make_optimizer(config.optimizer, schedule)
-
-
-def single_device_state(config: Config):
-    """(abstract state, state initialiser) on one of this process's devices: for tools that read or write a
-    run's checkpoints outside training (export, import, a distillation teacher on every process of a run),
-    whatever mesh the run trained on."""
-    config = dataclasses.replace(config, mesh=MeshConfig(data=1))
-    _, tx = build_optimizer(config)
-    _, abstract, make_state = state_shardings(config, build_model(config), tx,
-                                              make_mesh(config, jax.local_devices()[:1]))
-    return abstract, make_state
-
-
 def setup_training(config: Config, mesh, specials: SpecialIds, word_starts_V=None, *, objective=None,
                    optimizer=None, frozen_shardings=None) -> Training:
     """Model, optimizer, state shardings, a sharded initialiser and the jitted step for one mesh.
@@ -318,13 +109,13 @@ def setup_training(config: Config, mesh, specials: SpecialIds, word_starts_V=Non
     passes its objective, its (schedule, optimizer) and the shardings of the frozen teacher parameters that
     the step then takes as its third argument."""
     model = build_model(config)
-    objective = objective or make_objective(config, model, specials, word_starts_V)
+    objective = objective or family_of(config.model).objective(config, model, specials, word_starts_V)
     schedule, tx = optimizer or build_optimizer(config)
     shardings, abstract, make_state = state_shardings(config, model, tx, mesh)
     init = functools.partial(jax.jit(make_state, out_shardings=shardings), jax.random.key(config.train.seed))
     batch_spec = batch_sharding(mesh, logical_rules(config))
     frozen = () if frozen_shardings is None else (frozen_shardings,)
-    step_fn = jax.jit(make_train_step(config, model, tx, specials, word_starts_V, objective), donate_argnums=0,
+    step_fn = jax.jit(make_train_step(config, objective, tx), donate_argnums=0,
                       in_shardings=(shardings, batch_spec, *frozen), out_shardings=(shardings, replicated(mesh)))
     eval_fn = jax.jit(make_eval_step(objective), out_shardings=replicated(mesh),
                       in_shardings=(shardings.params, batch_spec, replicated(mesh), *frozen))
@@ -332,18 +123,6 @@ def setup_training(config: Config, mesh, specials: SpecialIds, word_starts_V=Non
 
 
 # ---------------------------------------------------------------------------- the loop
-
-def _check_inputs(config: Config) -> None:
-    """Named input paths exist: checked before the run directory is made."""
-    for f in config.data.corpus:
-        if not Path(f).is_file():
-            raise ConfigError(f"config: data.corpus file not found: {f}")
-    if config.data.prepared and not (Path(config.data.prepared) / METADATA).is_file():
-        raise ConfigError(f"config: data.prepared={config.data.prepared} has no {METADATA}; make it with "
-                          f"`electra-jax prepare`")
-    if config.data.tokenizer and not Path(config.data.tokenizer).exists():
-        raise ConfigError(f"config: data.tokenizer={config.data.tokenizer} not found")
-
 
 def _to_host(metrics) -> dict[str, float]:
     return {name: float(value) for name, value in jax.device_get(metrics).items()}
@@ -358,10 +137,6 @@ def _check_finite(step: int, values: dict[str, float], checkpointer: Checkpointe
             f"non-finite {', '.join(bad)} at step {step} (loss={values['loss']}); stopped without saving. "
             f"Last good checkpoint: step {latest}. Lower optimizer.learning_rate or check the data, then rerun "
             f"to resume.")
-
-
-def _quiet(*_):
-    pass
 
 
 def make_evaluate(config: Config, training: Training, held_out: tuple[Path, str], frozen_args: tuple, log):
@@ -400,37 +175,16 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
     """Train (or resume) in `run_dir`; returns a summary of the run."""
     run_dir = Path(run_dir)
     validate(config, jax.device_count())  # mesh and batch errors before any data work or compile
-    if config.model.architecture == "bert":
-        raise ConfigError("config: model.architecture=bert is for imported models and distilled students; "
-                          "pretrain an electra or albert model (or distill a bert with `electra-jax distill`)")
-    _check_inputs(config)
+    family = family_of(config.model)
+    if family.trained_by != "pretrain":
+        raise ConfigError(f"config: model.architecture={family.name} is for imported models and distilled "
+                          f"students; pretrain a model of another family (or distil one with `electra-jax distill`)")
+    check_inputs(config)
     config, data_folder, metadata, log = start_run(config, run_dir, log)
     mesh = make_mesh(config)
-    word_starts = (load_text_tokenizer(run_dir / "tokenizer").word_starts()
-                   if config.model.architecture == "albert" else None)
+    word_starts = load_text_tokenizer(run_dir / "tokenizer").word_starts() if family.needs_word_starts else None
     training = setup_training(config, mesh, special_ids(metadata), word_starts)
     return train_loop(config, run_dir, training, data_folder, training.init, log, progress)
-
-
-def start_run(config: Config, run_dir: Path, log=print):
-    """Make the run directory: the tokenizer and packed corpus (once, on process 0; the other processes then
-    read them) and the resolved config. Returns (config with the vocabulary size, data folder, its metadata,
-    this process's log: process 0 speaks for the run)."""
-    is_main = jax.process_index() == 0
-    if not is_main:
-        log = _quiet
-    run_dir.mkdir(parents=True, exist_ok=True)
-    warning = masking_warning(config)
-    if warning:
-        log(warning)
-    if is_main:
-        config_with_vocab, data_folder, metadata = prepare_data(config, run_dir, log)
-        save_config(config_with_vocab, run_dir / "config.yaml")
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("electra-jax: run directory ready")
-    config, data_folder, metadata = (config_with_vocab, data_folder, metadata) if is_main else prepare_data(
-        config, run_dir, log)
-    return config, data_folder, metadata, log
 
 
 def train_loop(config: Config, run_dir: Path, training: Training, data_folder: Path, init, log=print,
@@ -439,7 +193,7 @@ def train_loop(config: Config, run_dir: Path, training: Training, data_folder: P
     to train.steps with metrics one step late, held-out evaluation every train.eval_every steps, checkpoints by
     policy and on SIGTERM; returns a summary. `frozen`: parameters every step takes but does not train."""
     is_main = jax.process_index() == 0
-    schedule = training.schedule
+    family, schedule = family_of(config.model), training.schedule
     frozen_args = () if frozen is None else (frozen,)
     held_out = held_out_split(config, data_folder, read_metadata(data_folder))  # a bad eval set fails before compiling
     evaluate = (make_evaluate(config, training, held_out, frozen_args, log)
@@ -468,8 +222,7 @@ def train_loop(config: Config, run_dir: Path, training: Training, data_folder: P
     bar = None
     if progress and is_main:
         from tqdm import tqdm
-        task = "distill" if config.model.architecture == "bert" else "pretrain"  # a BERT trains only by distillation
-        bar = tqdm(total=end, initial=start, desc=task, unit="step", mininterval=2.0, dynamic_ncols=True)
+        bar = tqdm(total=end, initial=start, desc=family.trained_by, unit="step", mininterval=2.0, dynamic_ncols=True)
     pending = None  # (step, device metrics): fetched one step late so logging never stalls the device
     last_values: dict[str, float] = {}
     window_tokens, window_start = 0.0, time.perf_counter()
@@ -490,8 +243,7 @@ def train_loop(config: Config, run_dir: Path, training: Training, data_folder: P
             window_tokens, window_start = 0.0, now
             writer.write(step, values)
             if bar is not None:
-                headline = {name: f"{values[key]:.3f}" for name, key in shown(PROGRESS, config.model.architecture,
-                                                                               values)}
+                headline = {name: f"{values[key]:.3f}" for name, key in shown(family.progress, values)}
                 bar.set_postfix(loss=f"{values['loss']:.3f}", **headline,
                                 tok_s=f"{values['tokens_per_second']:.0f}", refresh=False)
         last_values = values

@@ -15,7 +15,8 @@ from electra_jax.data.loader import PretrainingData
 from electra_jax.data.text_tokenizer import load_text_tokenizer
 from electra_jax.mesh import make_mesh
 from electra_jax.metrics import read_metrics
-from electra_jax.train import prepare_data, setup_training, special_ids
+from electra_jax.run_dir import prepare_data, special_ids
+from electra_jax.train import setup_training
 from tests.conftest import REPO
 
 TINY_ALBERT = ["model.embedding_size=16", "model.hidden_size=32", "model.num_layers=4", "model.num_hidden_groups=2",

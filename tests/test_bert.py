@@ -10,7 +10,8 @@ import pytest
 
 from electra_jax.cli import main
 from electra_jax.config import ConfigError, load_config, validate
-from electra_jax.hf.export import export, load_run_params
+from electra_jax.hf.export import export
+from electra_jax.run_dir import load_run_params
 from electra_jax.hf.importer import import_hf
 from electra_jax.models.bert import Bert
 

@@ -143,7 +143,7 @@ def test_a_budget_below_the_masking_rate_warns_with_the_effective_rate():
 
 
 def test_pretrain_prints_the_masking_warning_once(tmp_path, tiny_corpus):
-    from electra_jax.train import start_run
+    from electra_jax.run_dir import start_run
     from tests.conftest import TINY
     lines = []
     config = load_config(REPO / "configs" / "electra_smoke.yaml",

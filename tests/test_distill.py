@@ -14,7 +14,7 @@ import pytest
 
 from electra_jax.cli import main
 from electra_jax.config import ConfigError
-from electra_jax.hf.export import load_run_params
+from electra_jax.run_dir import load_run_params
 from electra_jax.metrics import read_metrics
 from electra_jax.models.bert import Bert
 from tests.conftest import REPO

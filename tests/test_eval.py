@@ -96,7 +96,8 @@ def _tiny(tmp_path, corpus, *overrides):
 
 
 def test_eval_metrics_are_logged_and_identical_on_the_same_parameters(tmp_path, corpus):
-    from electra_jax.train import make_evaluate, pretrain, setup_training, special_ids
+    from electra_jax.run_dir import special_ids
+    from electra_jax.train import make_evaluate, pretrain, setup_training
     from electra_jax.checkpoint import Checkpointer
     from electra_jax.mesh import make_mesh
     config = _tiny(tmp_path, corpus)
@@ -158,7 +159,8 @@ def test_eval_data_errors_are_one_line(tmp_path, corpus, tokenizer):
 
 def test_albert_evaluates_mlm_and_sop_the_same_twice(tmp_path, corpus):
     from electra_jax.mesh import make_mesh
-    from electra_jax.train import make_evaluate, prepare_data, setup_training, special_ids
+    from electra_jax.run_dir import prepare_data, special_ids
+    from electra_jax.train import make_evaluate, setup_training
     from tests.test_albert_training import TINY_ALBERT
     config = load_config(REPO / "configs" / "albert_smoke.yaml",
                          [*TINY_ALBERT, f"data.corpus=[{corpus}]", "data.eval_fraction=0.1", "train.steps=10"])

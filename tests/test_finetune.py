@@ -14,7 +14,7 @@ import pytest
 
 from electra_jax.finetune.export import classifier_rows
 from electra_jax.finetune.metrics import entity_scores
-from electra_jax.finetune.model import classifier_for
+from electra_jax.families import family_of
 from tests.conftest import REPO
 
 ENV = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
@@ -69,7 +69,7 @@ def _assert_hf_parity(run_dir, hf_dir, per_token, firsts=(WIDGET, "Det regner ik
     from electra_jax.data.text_tokenizer import load_text_tokenizer
     from electra_jax.finetune.data import SentenceExample
     from electra_jax.finetune.tokens import encode_examples
-    from electra_jax.hf.export import load_run_params
+    from electra_jax.run_dir import load_run_params
     from electra_jax.hf.names import convert, set_path
     from safetensors.numpy import load_file
     auto = transformers.AutoModelForTokenClassification if per_token else \
@@ -92,7 +92,7 @@ def _assert_hf_parity(run_dir, hf_dir, per_token, firsts=(WIDGET, "Det regner ik
     tensors, params = load_file(str(hf_dir / "model.safetensors")), {}
     for ours, name, layout in rows:
         set_path(params, ours, convert(tensors[name], layout))
-    model = classifier_for(config.model, hf.config.num_labels, per_token)
+    model = family_of(config.model).classifier(config.model, hf.config.num_labels, per_token)
     logits = model.apply({"params": params}, *(jnp.asarray(encoded[k].numpy()) for k in
                                                ("input_ids", "token_type_ids", "attention_mask")))
     mask = encoded["attention_mask"].numpy().astype(bool)

@@ -12,7 +12,9 @@ import pytest
 from electra_jax.objectives import electra, masking
 from electra_jax.config import load_config
 from electra_jax.data.tokenizer import save_tokenizer, wordpiece_from_vocab
-from electra_jax.hf.export import export, load_run_params, write_model_files
+from electra_jax.hf.electra import write_model_files
+from electra_jax.hf.export import export
+from electra_jax.run_dir import load_run_params
 from electra_jax.hf.importer import HFImportError, import_hf
 from electra_jax.models.electra import Electra
 from tests.conftest import REPO, TINY

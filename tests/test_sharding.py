@@ -8,7 +8,8 @@ import pytest
 from electra_jax.config import load_config, validate
 from electra_jax.data.loader import PretrainingData
 from electra_jax.mesh import make_mesh
-from electra_jax.train import prepare_data, setup_training, special_ids
+from electra_jax.run_dir import prepare_data, special_ids
+from electra_jax.train import setup_training
 from tests.conftest import TINY
 
 # Hidden 128 with generator fraction 1.0 gives the generator 2 heads, so a tensor axis of 2 divides them.

@@ -72,9 +72,5 @@ class BertClassifier(_PooledHead, BertEncoder):
     per_token: bool
 
 
-CLASSIFIERS = {"electra": ElectraClassifier, "albert": AlbertClassifier, "bert": BertClassifier}
 HEAD_NAMES = ("dropout", "classifier", "classifier_dense", "classifier_out_proj")  # everything else is the body
 
-
-def classifier_for(config: ModelConfig, num_labels: int, per_token: bool) -> nn.Module:
-    return CLASSIFIERS[config.architecture](config, num_labels, per_token)

@@ -19,7 +19,8 @@ import optax
 
 from electra_jax.config import ScheduleConfig
 from electra_jax.finetune.data import FinetuneDataError
-from electra_jax.finetune.model import HEAD_NAMES, classifier_for
+from electra_jax.families import family_of
+from electra_jax.finetune.model import HEAD_NAMES
 from electra_jax.finetune.tasks import TASKS
 from electra_jax.finetune.tokens import IGNORE
 from electra_jax.optim import decay_mask, layerwise_multipliers, make_schedule, scale_by_multipliers
@@ -47,7 +48,7 @@ class FinetuneOptions:
 
 def load_init(init: str | Path, out_dir: Path, log):
     """(config, pretrained params, tokenizer folder) from a run directory or, imported first, an HF folder."""
-    from electra_jax.hf.export import load_run_params
+    from electra_jax.run_dir import load_run_params
     init = Path(init)
     if not (init / "config.yaml").is_file():
         from electra_jax.hf.importer import import_hf
@@ -114,7 +115,7 @@ def finetune(train: str, dev: str | None, init: str, out_dir: str | Path, test: 
     log(f"{options.task}: {len(labels)} labels; " + "; ".join(
         f"{name} {task.describe(items[name], encoded[name])}" + (f", {notes[name]}" if notes[name] else "")
         for name in encoded))
-    model = classifier_for(config.model, len(labels), task.per_token)
+    model = family_of(config.model).classifier(config.model, len(labels), task.per_token)
     pad = tokenizer.specials.pad
     predict = jax.jit(lambda p, ids, segments: model.apply({"params": p}, ids, segments,
                                                            (ids != pad).astype(jnp.int32)).argmax(-1))
@@ -146,11 +147,6 @@ def finetune(train: str, dev: str | None, init: str, out_dir: str | Path, test: 
     return summary
 
 
-def _depth(config) -> int:
-    """Layers for layerwise decay: ALBERT's distinct parameter sets are its groups of shared blocks."""
-    return config.num_hidden_groups if config.architecture == "albert" else config.num_layers
-
-
 def _train_one(model, pretrained, train, evaluate, metric: str, options: FinetuneOptions, seed: int, pad: int, log):
     steps_per_epoch = max(1, len(train.input_ids) // options.batch_size)
     total = steps_per_epoch * options.epochs
@@ -162,7 +158,7 @@ def _train_one(model, pretrained, train, evaluate, metric: str, options: Finetun
                              options.learning_rate, total)
     tx = optax.chain(optax.clip_by_global_norm(1.0),
                      optax.adamw(schedule, eps=1e-6, weight_decay=options.weight_decay, mask=decay_mask),
-                     scale_by_multipliers(layerwise_multipliers(params, _depth(model.config),
+                     scale_by_multipliers(layerwise_multipliers(params, family_of(model.config).layerwise_depth(model.config),
                                                                 options.layerwise_decay)))
     params = jax.tree.map(jnp.asarray, params)
     opt_state = tx.init(params)

@@ -16,6 +16,7 @@ from electra_jax.hf.names import ALBERT_PREFIX, albert_rows, convert, get_path
 
 ARCHITECTURE = "AlbertForPreTraining"  # what export writes: the MLM and SOP heads, loadable as AlbertForMaskedLM
 PREFIX = ALBERT_PREFIX
+BASE = "AlbertModel"
 
 
 # ---------------------------------------------------------------------------- export
@@ -35,8 +36,8 @@ def hf_config(config: Config) -> dict:
     }
 
 
-def state_dict(model: ModelConfig, params: dict, architecture: str = ARCHITECTURE) -> dict[str, np.ndarray]:
-    return {hf: convert(get_path(params, ours), layout) for ours, hf, layout in albert_rows(model, architecture)}
+def state_dict(model: ModelConfig, params: dict, hf_class: str = ARCHITECTURE) -> dict[str, np.ndarray]:
+    return {hf: convert(get_path(params, ours), layout) for ours, hf, layout in albert_rows(model, hf_class)}
 
 
 def model_card(config: Config, step: int, num_params: int, metrics: dict) -> str:
@@ -65,7 +66,12 @@ def model_card(config: Config, step: int, num_params: int, metrics: dict) -> str
     return "\n".join(lines)
 
 
-def export_albert(config: Config, params: dict, run_dir: Path, step: int, metrics: dict, out: Path) -> None:
+def base_config(model: ModelConfig) -> dict:
+    return hf_config(Config(model=model))
+
+
+def export(config: Config, params: dict, run_dir: Path, step: int, metrics: dict, out: Path) -> str:
+    """Writes `out` as an AlbertForPreTraining with the SentencePiece files; returns what was written."""
     from safetensors.numpy import save_file
 
     from electra_jax.data.text_tokenizer import copy_tokenizer, tokenizer_kind
@@ -77,11 +83,12 @@ def export_albert(config: Config, params: dict, run_dir: Path, step: int, metric
     (out / "config.json").write_text(json.dumps(hf_config(config), indent=2) + "\n")
     copy_tokenizer(run_dir / "tokenizer", out)
     (out / "README.md").write_text(model_card(config, step, sum(t.size for t in tensors.values()), metrics))
+    return ARCHITECTURE
 
 
 # ---------------------------------------------------------------------------- import
 
-def detect_architecture(tensors: dict) -> str:
+def detect_architecture(config: dict, tensors: dict) -> str:
     if any(name.startswith("sop_classifier.") for name in tensors):
         return "AlbertForPreTraining"
     if any(name.startswith("predictions.") for name in tensors):
@@ -109,16 +116,23 @@ def config_problems(hf: dict) -> list[str]:
     return problems
 
 
-def tokenizer_settings(folder: Path) -> tuple[bool, bool]:
-    """(lowercase, strip_accents) as transformers would apply them: AlbertTokenizer's defaults when unstated."""
+def read_tokenizer(folder: Path):
+    """(lowercase, strip_accents, write(tokenizer folder)) of the folder's spiece.model, the flags as
+    transformers would apply them (AlbertTokenizer's defaults when tokenizer_config.json does not say)."""
+    from electra_jax.data.spm import save_sentencepiece
+    from electra_jax.hf.importer import HFImportError
+    if not (folder / "spiece.model").is_file():
+        raise HFImportError(f"import: {folder} has no spiece.model (ALBERT's SentencePiece tokenizer)")
     settings = {}
     if (folder / "tokenizer_config.json").is_file():
         settings = json.loads((folder / "tokenizer_config.json").read_text())
-    return bool(settings.get("do_lower_case", True)), not bool(settings.get("keep_accents", False))
+    lowercase, strip_accents = bool(settings.get("do_lower_case", True)), not bool(settings.get("keep_accents", False))
+    return lowercase, strip_accents, lambda out: save_sentencepiece(
+        (folder / "spiece.model").read_bytes(), out, lowercase=lowercase, strip_accents=strip_accents)
 
 
-def fresh_rows(model: ModelConfig, architecture: str) -> list[str]:
-    """Our parameters an `architecture` does not carry (they keep their initialisation)."""
+def fresh_rows(model: ModelConfig, hf_class: str) -> list[str]:
+    """Our parameters a file of `hf_class` lacks (they keep their initialisation)."""
     full = {ours for ours, _, _ in albert_rows(model, ARCHITECTURE)}
-    return sorted(full - {ours for ours, _, _ in albert_rows(model, architecture)})
+    return sorted(full - {ours for ours, _, _ in albert_rows(model, hf_class)})
 

@@ -15,6 +15,7 @@ from electra_jax.hf.names import BERT_PREFIX, bert_rows, convert, get_path
 
 ARCHITECTURE = "BertForMaskedLM"  # what export writes
 PREFIX = BERT_PREFIX
+BASE = "BertModel"
 
 
 # ---------------------------------------------------------------------------- export
@@ -32,8 +33,8 @@ def hf_config(config: Config) -> dict:
     }
 
 
-def state_dict(model: ModelConfig, params: dict, architecture: str = ARCHITECTURE) -> dict[str, np.ndarray]:
-    return {hf: convert(get_path(params, ours), layout) for ours, hf, layout in bert_rows(model, architecture)}
+def state_dict(model: ModelConfig, params: dict, hf_class: str = ARCHITECTURE) -> dict[str, np.ndarray]:
+    return {hf: convert(get_path(params, ours), layout) for ours, hf, layout in bert_rows(model, hf_class)}
 
 
 LOSSES = [("hidden-state MSE", "hidden_weight", "hidden_loss"), ("attention MSE", "attention_weight", "attention_loss"),
@@ -80,7 +81,12 @@ def model_card(config: Config, step: int, num_params: int, teacher: dict | None 
         'print(fill("Your [MASK] here"))', "```", ""])
 
 
-def export_bert(config: Config, params: dict, run_dir: Path, step: int, out: Path, metrics: dict | None = None) -> None:
+def base_config(model: ModelConfig) -> dict:
+    return hf_config(Config(model=model))
+
+
+def export(config: Config, params: dict, run_dir: Path, step: int, metrics: dict, out: Path) -> str:
+    """Writes `out` as a BertForMaskedLM with the WordPiece files; returns what was written."""
     from safetensors.numpy import save_file
     from tokenizers import Tokenizer
 
@@ -92,14 +98,16 @@ def export_bert(config: Config, params: dict, run_dir: Path, step: int, out: Pat
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(hf_config(config), indent=2) + "\n")
     save_tokenizer(Tokenizer.from_file(str(run_dir / "tokenizer" / "tokenizer.json")), out, "BertTokenizer")
-    record = run_dir / "teacher.json"  # a distilled student's (see distill.py)
+    from electra_jax.run_dir import TEACHER_RECORD
+    record = run_dir / TEACHER_RECORD  # a distilled student's
     teacher = json.loads(record.read_text()) if record.is_file() else None
     (out / "README.md").write_text(model_card(config, step, sum(t.size for t in tensors.values()), teacher, metrics))
+    return ARCHITECTURE
 
 
 # ---------------------------------------------------------------------------- import
 
-def detect_architecture(tensors: dict) -> str:
+def detect_architecture(config: dict, tensors: dict) -> str:
     has_head = any(name.startswith("cls.predictions.") for name in tensors)
     has_pooler = any(".pooler." in name or name.startswith("pooler.") for name in tensors)
     if has_head:
@@ -126,7 +134,17 @@ def config_problems(hf: dict) -> list[str]:
     return problems
 
 
-def fresh_rows(model: ModelConfig, architecture: str) -> list[str]:
-    """Our parameters an `architecture` does not carry (they keep their initialisation)."""
+def fresh_rows(model: ModelConfig, hf_class: str) -> list[str]:
+    """Our parameters a file of `hf_class` lacks (they keep their initialisation)."""
     full = {ours for ours, _, _ in bert_rows(model, "BertForPreTraining")}
-    return sorted(full - {ours for ours, _, _ in bert_rows(model, architecture)})
+    return sorted(full - {ours for ours, _, _ in bert_rows(model, hf_class)})
+
+
+def read_tokenizer(folder: Path):
+    """(lowercase, strip_accents, write(tokenizer folder)) of the folder's WordPiece vocabulary."""
+    from electra_jax.data.tokenizer import save_tokenizer
+    from electra_jax.hf.importer import import_tokenizer
+    tokenizer = import_tokenizer(folder)
+    normalizer = tokenizer.normalizer
+    return (bool(normalizer.lowercase), bool(normalizer.strip_accents),
+            lambda out: save_tokenizer(tokenizer, out, "BertTokenizer"))

@@ -84,14 +84,10 @@ def tower_sizes(model: ModelConfig, tower: str) -> tuple[int, int, int]:
     return model.hidden_size, model.num_heads, model.intermediate_size
 
 
-def rows_for(model: ModelConfig, architecture: str) -> list[tuple[str, str, str]]:
-    """(our path, full HF name, layout) for every tensor of `architecture` under `model`."""
-    if architecture.startswith("Albert"):
-        return albert_rows(model, architecture)
-    if architecture.startswith("Bert"):
-        return bert_rows(model, architecture)
-    tower, head = ARCHITECTURES[architecture]
-    body_prefix = "" if architecture == "ElectraModel" else ENCODER_PREFIX
+def electra_rows(model: ModelConfig, hf_class: str) -> list[tuple[str, str, str]]:
+    """(our path, full HF name, layout) for every tensor of an ELECTRA `hf_class` (an HF class name) under `model`."""
+    tower, head = ARCHITECTURES[hf_class]
+    body_prefix = "" if hf_class == "ElectraModel" else ENCODER_PREFIX
     body = list(EMBEDDINGS)
     if model.embedding_size != tower_sizes(model, tower)[0]:
         body += EMBEDDINGS_PROJECT
@@ -153,10 +149,10 @@ ALBERT_ARCHITECTURES = {
 }
 
 
-def albert_rows(model: ModelConfig, architecture: str) -> list[tuple[str, str, str]]:
-    """(our path, full HF name, layout) for every tensor of an ALBERT `architecture` under `model`."""
-    pooler, head = ALBERT_ARCHITECTURES[architecture]
-    prefix = "" if architecture == "AlbertModel" else ALBERT_PREFIX
+def albert_rows(model: ModelConfig, hf_class: str) -> list[tuple[str, str, str]]:
+    """(our path, full HF name, layout) for every tensor of an ALBERT `hf_class` under `model`."""
+    pooler, head = ALBERT_ARCHITECTURES[hf_class]
+    prefix = "" if hf_class == "AlbertModel" else ALBERT_PREFIX
     layers = [row._replace(ours=row.ours.format(g=g, i=i), hf=row.hf.format(g=g, i=i))
               for g in range(model.num_hidden_groups) for i in range(model.inner_group_num) for row in ALBERT_LAYER]
     body = [*EMBEDDINGS, *ALBERT_MAPPING_IN, *layers, *pooler]
@@ -188,10 +184,10 @@ BERT_ARCHITECTURES = {
 }
 
 
-def bert_rows(model: ModelConfig, architecture: str) -> list[tuple[str, str, str]]:
-    """(our path, full HF name, layout) for every tensor of a BERT `architecture` under `model`."""
-    pooler, head = BERT_ARCHITECTURES[architecture]
-    prefix = "" if architecture == "BertModel" else BERT_PREFIX
+def bert_rows(model: ModelConfig, hf_class: str) -> list[tuple[str, str, str]]:
+    """(our path, full HF name, layout) for every tensor of a BERT `hf_class` under `model`."""
+    pooler, head = BERT_ARCHITECTURES[hf_class]
+    prefix = "" if hf_class == "BertModel" else BERT_PREFIX
     layers = [row._replace(ours=row.ours.format(i=i), hf=row.hf.format(i=i))
               for i in range(model.num_layers) for row in BERT_LAYER]
     body = [*EMBEDDINGS, *layers, *pooler]

@@ -1,0 +1,63 @@
+"""What a model family declares: everything that differs between ELECTRA, ALBERT and BERT, so that the
+trainer, export, import, fine-tuning and bench look the family up once and call it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+Rows = list[tuple[str, str, str]]  # (our parameter path, HF tensor name, layout): see hf/names.py
+
+
+@dataclass(frozen=True)
+class HFSide:
+    """The family's Hugging Face PyTorch side (`hf/<family>.py` and its rows in `hf/names.py`)."""
+    model_type: str  # config.json's model_type
+    architectures: tuple[str, ...]  # the HF classes it reads (and, the first ones, writes)
+    base: str  # the body alone (e.g. ElectraModel): what the fine-tuning heads extend
+    prefix: str  # of the body inside the task models ("electra.")
+    rows: Callable[..., Rows]  # (ModelConfig, HF architecture) -> rows
+    detect: Callable[[dict, dict], str]  # (config.json, tensors) -> which architecture a folder holds
+    config_problems: Callable[[dict], list[str]]  # what in a config.json we cannot represent
+    from_hf_config: Callable  # (config.json, base ModelConfig) -> ModelConfig
+    base_config: Callable  # ModelConfig -> config.json of the base model
+    export: Callable[..., str]  # (config, params, run_dir, step, metrics, out) -> what it wrote
+    import_run: Callable[..., Path]  # (source, out_dir, generator, base config path, log) -> run directory
+    token_head: tuple[str, Rows]  # (…ForTokenClassification, the head's rows)
+    sequence_head: tuple[str, Rows]  # (…ForSequenceClassification, the head's rows)
+    read_tokenizer: Callable | None = None  # folder -> (lowercase, strip_accents, write(folder)); one-model families
+    fresh_rows: Callable | None = None  # (ModelConfig, architecture) -> our parameters a file of it lacks
+    subfolders: tuple[str, ...] = ()  # the model folders its export writes inside OUT_DIR (ELECTRA's two towers)
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # model.architecture
+    model: type  # the Flax module a run's parameters belong to
+    classifier: type  # its body with a token or sequence head: (ModelConfig, num_labels, per_token)
+    objective: Callable | None  # (config, model, specials, word_starts_V) -> Objective; None: not pretrained here
+    data_format: str  # "electra" (packed segments) or "albert" (sentence pairs with an order label)
+    tokenizer: str  # "wordpiece" or "sentencepiece": what a run trains for itself
+    needs_word_starts: bool  # the objective masks whole words (word_starts_V from the tokenizer)
+    progress: tuple[tuple[str, str], ...]  # (label, metric) on the progress bar
+    summary: tuple[tuple[str, str], ...]  # (label, metric) in the closing lines
+    flops_per_token: Callable  # Config -> model FLOPs of one training step per input token
+    layerwise_depth: Callable  # ModelConfig -> layers with their own parameters (layerwise lr decay)
+    hf: HFSide
+
+    @property
+    def trained_by(self) -> str:
+        """The command that trains this family: `pretrain`, or `distill` for one without an objective."""
+        return "pretrain" if self.objective is not None else "distill"
+
+    def next_steps(self, run_dir: Path) -> str:
+        """What a user does with an imported run directory of this family."""
+        if self.trained_by == "pretrain":
+            return f"continue with: electra-jax pretrain --config {run_dir}/config.yaml --run-dir {run_dir}"
+        return (f"fine-tune with: electra-jax finetune --init {run_dir} ..., or distil it with: electra-jax distill "
+                f"--teacher {run_dir} ...")
+
+
+def shown(table: tuple[tuple[str, str], ...], values: dict) -> list[tuple[str, str]]:
+    """The (label, metric) pairs of `table` that these values hold (a switched-off loss is not shown)."""
+    return [(label, key) for label, key in table if key in values]
