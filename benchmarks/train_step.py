@@ -8,7 +8,7 @@ for each, their ratio, and each side's MFU against this CPU's fp32 matmul peak m
 keep freed host memory in the process, as the electra-jax CLI does (--default-malloc: neither does).
 
     python benchmarks/train_step.py [--model electra|albert] [--batch 32] [--seq 128] [--steps 5] [--rounds 2]
-                                    [--default-malloc]
+                                    [--ops auto|xla|cpu] [--default-malloc]
 """
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine  # noqa: E402
 
 
 def matmul_peak_flops(side: str, size: int = 2048, repeats: int = 10) -> float:
@@ -80,7 +83,8 @@ def jax_step(config, ids, segments):
     from electra_jax.train import setup_training
 
     specials = SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
-    albert = config.model.architecture == "albert"
+    from electra_jax.families import family_of
+    albert = family_of(config.model).needs_word_starts
     word_starts = synthetic_word_starts(config.model.vocab_size) if albert else None
     training = setup_training(config, make_mesh(config, jax.devices()[:1]), specials, word_starts)
     batch = {"input_ids": ids, "segment_ids": segments, **({"sop_label": sop_labels(len(ids))} if albert else {})}
@@ -224,7 +228,8 @@ PRESETS = {"electra": "electra_small.yaml", "albert": "albert_base.yaml"}
 def make_config(args):
     from electra_jax.config import load_config
     overrides = [f"train.batch_size={args.batch}", f"data.seq_len={args.seq}", f"model.vocab_size={args.vocab}",
-                 "mesh.data=1", f"objective.max_predictions={max(1, round(args.seq * 0.15 + 0.5))}"]
+                 "mesh.data=1", f"objective.max_predictions={max(1, round(args.seq * 0.15 + 0.5))}",
+                 f"model.ops={args.ops}"]
     if args.model == "albert":
         overrides.append("optimizer.kind=adamw")  # torch has no LAMB: both sides take AdamW
     preset = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", PRESETS[args.model])
@@ -243,6 +248,8 @@ def main() -> None:
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc malloc as it is on both sides (default: both keep freed memory, as the "
                              "electra-jax CLI does; see electra_jax/host_memory.py)")
+    parser.add_argument("--ops", choices=["auto", "xla", "cpu"], default="auto",
+                        help="model.ops of our step: the CPU kernels (auto, cpu) or plain XLA ops")
     parser.add_argument("--side", choices=["jax", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.vocab = args.vocab or (30000 if args.model == "albert" else 30522)
@@ -254,7 +261,8 @@ def main() -> None:
         return
 
     forwarded = ["--batch", str(args.batch), "--seq", str(args.seq), "--steps", str(args.steps), "--vocab",
-                 str(args.vocab), "--model", args.model, *(["--default-malloc"] if args.default_malloc else [])]
+                 str(args.vocab), "--model", args.model, "--ops", args.ops,
+                 *(["--default-malloc"] if args.default_malloc else [])]
     results, seconds, peak = run_rounds(__file__, forwarded, args.rounds)
     config = make_config(args)
     from electra_jax.families import family_of
@@ -265,7 +273,8 @@ def main() -> None:
     described = {"electra": "ELECTRA-small (L12 H256 E128, generator 1/4)",
                  "albert": "ALBERT-base (L12 H768 E128, one shared group; AdamW on both sides)"}[args.model]
     malloc = "glibc malloc defaults" if args.default_malloc else "glibc malloc keeping freed memory"
-    print(f"{described}, batch {args.batch} x seq {args.seq}, fp32, "
+    print(machine.describe())
+    print(f"{described}, batch {args.batch} x seq {args.seq}, fp32, model.ops={args.ops}, "
           f"{os.cpu_count()} threads, {malloc}; jax {jax.__version__}, torch {torch.__version__}")
     print(f"fp32 matmul peak (2048^3, best of JAX/PyTorch): {peak / 1e9:.1f} GFLOP/s")
     print(f"model FLOPs per step: {flops_per_step / 1e9:.1f} GFLOP")

@@ -49,6 +49,9 @@ class ModelConfig:
     param_dtype: str = "float32"
     remat: str = "none"  # none | full (recompute each layer in the backward pass) | dots (keep matmul outputs)
     attention: str = "einsum"  # einsum (ours, with attention dropout) | jax (jax.nn.dot_product_attention) | cudnn
+    # The few ops with a CPU kernel (models/ops.py): auto (the CPU kernels where the step is lowered for a CPU,
+    # plain XLA elsewhere) | xla | cpu.
+    ops: str = "auto"
 
     @property
     def generator_hidden_size(self) -> int:
@@ -344,6 +347,8 @@ def validate(config: Config, num_devices: int | None = None) -> None:
         raise ConfigError(f"config: model.architecture must be {', '.join(ARCHITECTURES)}, got {m.architecture!r}")
     if m.remat not in ("none", "full", "dots"):
         raise ConfigError(f"config: model.remat must be none, full or dots, got {m.remat!r}")
+    if m.ops not in ("auto", "xla", "cpu"):
+        raise ConfigError(f"config: model.ops must be auto, xla or cpu, got {m.ops!r}")
     if m.attention not in ("einsum", "jax", "cudnn"):
         raise ConfigError(f"config: model.attention must be einsum, jax or cudnn, got {m.attention!r}")
     if m.attention != "einsum" and m.attention_dropout_rate > 0:

@@ -251,7 +251,7 @@ def train_loop(config: Config, run_dir: Path, training: Training, data_folder: P
     # On a CPU a step's temporaries come from host malloc: with two steps in flight both sets are live and
     # the heap that keeps freed memory (host_memory.py) fragments (8.6 GiB instead of 2.8 for ELECTRA-small
     # at batch 32), so there the previous step is finished before the next is dispatched.
-    one_step_in_flight = jax.default_backend() == "cpu"
+    one_step_in_flight = batch_spec.mesh.devices.flat[0].platform == "cpu"  # the devices the step runs on
     preempted_at = None
     try:
         with PreemptionWatch() as watch:

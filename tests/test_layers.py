@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from electra_jax.config import ModelConfig
 from electra_jax.models.layers import Dropout, dense
 
 
@@ -23,10 +24,11 @@ def test_dropout_rate_and_scaling():
     assert (np.asarray(layer.apply({}, x, True)) == 1).all()
 
 
+@pytest.mark.parametrize("ops", ["cpu", "xla", "auto"])
 @pytest.mark.parametrize("shape", [(24, 8), (8, 24)])  # tall kernels take the transposed-gradient path
-def test_dense_gradients_match_plain_matmul(shape):
+def test_dense_gradients_match_plain_matmul(shape, ops):
     x = jax.random.normal(jax.random.key(0), (3, 5, shape[0]))
-    layer = dense(shape[1], ("embed", "mlp"), 0.5, jnp.float32, jnp.float32, "d")
+    layer = dense(ModelConfig(initializer_range=0.5, ops=ops), shape[1], ("embed", "mlp"), "d")
     params = nn.unbox(layer.init(jax.random.key(1), x))
     cotangent = jax.random.normal(jax.random.key(2), (3, 5, shape[1]))
     ours = jax.grad(lambda p, x: (layer.apply(p, x) * cotangent).sum(), argnums=(0, 1))(params, x)

@@ -12,15 +12,15 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from electra_jax.config import ModelConfig
+from electra_jax.models import ops
 from electra_jax.models.albert import AlbertEncoder
 from electra_jax.models.bert import BertEncoder
 from electra_jax.models.electra import DiscriminatorEncoder
-from electra_jax.models.layers import ACTIVATIONS, Dropout, dense
+from electra_jax.models.layers import Dropout, dense
 
 
 def _dense(config: ModelConfig, features: int, name: str) -> nn.Dense:
-    return dense(features, ("embed", None), config.initializer_range, jnp.dtype(config.dtype),
-                 jnp.dtype(config.param_dtype), name)
+    return dense(config, features, ("embed", None), name)
 
 
 class ElectraClassifier(DiscriminatorEncoder):
@@ -43,7 +43,7 @@ class ElectraClassifier(DiscriminatorEncoder):
         if self.per_token:
             return self.classifier(self.dropout(hidden_BxLxH, deterministic=deterministic)).astype(jnp.float32)
         x_BxH = self.dropout(hidden_BxLxH[:, 0], deterministic=deterministic)
-        x_BxH = self.dropout(ACTIVATIONS["gelu"](self.classifier_dense(x_BxH)), deterministic=deterministic)
+        x_BxH = self.dropout(ops.activation("gelu", self.config.ops)(self.classifier_dense(x_BxH)), deterministic=deterministic)
         return self.classifier_out_proj(x_BxH).astype(jnp.float32)
 
 

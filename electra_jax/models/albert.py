@@ -13,8 +13,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from electra_jax.config import ModelConfig
-from electra_jax.models.layers import (ACTIVATIONS, Dropout, LayerNorm, TransformerBlock, add_bias, attention_bias,
-                                       dense, embeddings_for, rematerialised, zeros_init)
+from electra_jax.models.layers import (Dropout, Embeddings, TransformerBlock, attention_bias, dense, mlm_head,
+                                       mlm_logits, output_bias, pooler, rematerialised)
 
 ACTIVATION = "gelu_new"  # ALBERT's hidden_act
 
@@ -25,16 +25,12 @@ class AlbertEncoder(nn.Module):
 
     def setup(self):
         c = self.config
-        dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        self.embeddings = embeddings_for(c)
-        self.embedding_hidden_mapping_in = dense(c.hidden_size, ("embed", "mlp"), c.initializer_range, dtype,
-                                                 param_dtype, "embedding_hidden_mapping_in")
+        self.embeddings = Embeddings(c)
+        self.embedding_hidden_mapping_in = dense(c, c.hidden_size, ("embed", "mlp"), "embedding_hidden_mapping_in")
         block = rematerialised(TransformerBlock, c.remat)
-        self.groups = [[block(c.hidden_size, c.num_heads, c.intermediate_size, ACTIVATION, c.initializer_range,
-                              c.layer_norm_eps, c.dropout_rate, c.attention_dropout_rate, dtype, param_dtype,
-                              c.attention, name=f"group_{g}_layer_{i}") for i in range(c.inner_group_num)]
+        self.groups = [[block(c, ACTIVATION, name=f"group_{g}_layer_{i}") for i in range(c.inner_group_num)]
                        for g in range(c.num_hidden_groups)]
-        self.pooler = dense(c.hidden_size, ("embed", "mlp"), c.initializer_range, dtype, param_dtype, "pooler")
+        self.pooler = pooler(c)
 
     def encode(self, input_ids_BxL, segment_ids_BxL, attention_mask_BxL, deterministic: bool = True):
         """The last hidden states, B x L x H."""
@@ -55,19 +51,15 @@ class Albert(AlbertEncoder):
     def setup(self):
         super().setup()
         c = self.config
-        dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        self.predictions_dense = dense(c.embedding_size, ("mlp", "embed"), c.initializer_range, dtype, param_dtype,
-                                       "predictions_dense")
-        self.predictions_LayerNorm = LayerNorm(c.layer_norm_eps, dtype, param_dtype, "predictions_LayerNorm")
-        self.predictions_bias = self.param("predictions_bias", zeros_init(("vocab",)), (c.vocab_size,), param_dtype)
+        self.predictions_dense, self.predictions_LayerNorm = mlm_head(c, "predictions")
+        self.predictions_bias = output_bias(self, c, "predictions_bias")
         self.sop_dropout = Dropout(c.dropout_rate)
-        self.sop_classifier = dense(2, ("mlp", None), c.initializer_range, dtype, param_dtype, "sop_classifier")
+        self.sop_classifier = dense(c, 2, ("mlp", None), "sop_classifier")
 
     def mlm_logits(self, hidden_BxPxH):
         """Vocabulary logits of the given hidden states (float32)."""
-        h = ACTIVATIONS[ACTIVATION](self.predictions_dense(hidden_BxPxH))
-        logits_BxPxV = add_bias(self.embeddings.attend(self.predictions_LayerNorm(h)), self.predictions_bias)
-        return logits_BxPxV.astype(jnp.float32)
+        head = (self.predictions_dense, self.predictions_LayerNorm)
+        return mlm_logits(self.config, head, self.predictions_bias, self.embeddings, hidden_BxPxH, ACTIVATION)
 
     def sop_logits(self, hidden_BxLxH, deterministic: bool = True):
         """Sentence-order logits (0: in order, 1: swapped) from the tanh-pooled [CLS] state, B x 2 (float32)."""

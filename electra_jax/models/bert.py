@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from electra_jax.config import ModelConfig
-from electra_jax.models.layers import ACTIVATIONS, Encoder, LayerNorm, add_bias, dense, embeddings_for, zeros_init
+from electra_jax.models.layers import Embeddings, Encoder, mlm_head, mlm_logits, output_bias, pooler
 
 
 class BertEncoder(nn.Module):
@@ -17,13 +17,9 @@ class BertEncoder(nn.Module):
     config: ModelConfig
 
     def setup(self):
-        c = self.config
-        dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        self.embeddings = embeddings_for(c)
-        self.encoder = Encoder(c.num_layers, c.hidden_size, c.num_heads, c.intermediate_size, "gelu",
-                               c.initializer_range, c.layer_norm_eps, c.dropout_rate, c.attention_dropout_rate,
-                               c.remat, dtype, param_dtype, c.attention)
-        self.pooler = dense(c.hidden_size, ("embed", "mlp"), c.initializer_range, dtype, param_dtype, "pooler")
+        self.embeddings = Embeddings(self.config)
+        self.encoder = Encoder(self.config)
+        self.pooler = pooler(self.config)
 
     def encode(self, input_ids_BxL, segment_ids_BxL, attention_mask_BxL, deterministic: bool = True):
         """The last hidden states, B x L x H."""
@@ -38,18 +34,13 @@ class BertEncoder(nn.Module):
 class Bert(BertEncoder):
     def setup(self):
         super().setup()
-        c = self.config
-        dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        self.predictions_dense = dense(c.hidden_size, ("mlp", "embed"), c.initializer_range, dtype, param_dtype,
-                                       "predictions_dense")
-        self.predictions_LayerNorm = LayerNorm(c.layer_norm_eps, dtype, param_dtype, "predictions_LayerNorm")
-        self.predictions_bias = self.param("predictions_bias", zeros_init(("vocab",)), (c.vocab_size,), param_dtype)
+        self.predictions_dense, self.predictions_LayerNorm = mlm_head(self.config, "predictions")
+        self.predictions_bias = output_bias(self, self.config, "predictions_bias")
 
     def mlm_logits(self, hidden_BxPxH):
         """Vocabulary logits of the given hidden states (float32)."""
-        h = ACTIVATIONS["gelu"](self.predictions_dense(hidden_BxPxH))
-        logits_BxPxV = add_bias(self.embeddings.attend(self.predictions_LayerNorm(h)), self.predictions_bias)
-        return logits_BxPxV.astype(jnp.float32)
+        head = (self.predictions_dense, self.predictions_LayerNorm)
+        return mlm_logits(self.config, head, self.predictions_bias, self.embeddings, hidden_BxPxH)
 
     def __call__(self, input_ids_BxL, segment_ids_BxL, attention_mask_BxL, positions_BxP,
                  deterministic: bool = True):

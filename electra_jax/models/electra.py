@@ -10,28 +10,27 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from electra_jax.config import ModelConfig
-from electra_jax.models.layers import ACTIVATIONS, Encoder, LayerNorm, add_bias, dense, embeddings_for, zeros_init
+from electra_jax.models import ops
+from electra_jax.models.layers import Embeddings, Encoder, dense, mlm_head, mlm_logits, output_bias, tower_view
+
+
+def generator_view(config: ModelConfig) -> ModelConfig:
+    return tower_view(config, config.generator_hidden_size, config.generator_num_heads,
+                      config.generator_intermediate_size)
 
 
 class Tower(nn.Module):
-    """Optional embedding projection + encoder stack, for the generator or the discriminator."""
+    """Optional embedding projection + encoder stack, for the generator or the discriminator (its config is
+    the tower's view: its own hidden size, heads and feed-forward size)."""
     config: ModelConfig
-    hidden_size: int
-    num_heads: int
-    intermediate_size: int
 
     @nn.compact
     def __call__(self, embedded_BxLxE, attention_mask_BxL, deterministic: bool):
         c = self.config
-        dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         x = embedded_BxLxE
-        if c.embedding_size != self.hidden_size:
-            x = dense(self.hidden_size, ("embed", "mlp"), c.initializer_range, dtype, param_dtype,
-                      "embeddings_project")(x)
-        return Encoder(c.num_layers, self.hidden_size, self.num_heads, self.intermediate_size, "gelu",
-                       c.initializer_range, c.layer_norm_eps, c.dropout_rate, c.attention_dropout_rate,
-                       c.remat, dtype, param_dtype, c.attention, name="encoder")(x, attention_mask_BxL,
-                                                                                 deterministic)
+        if c.embedding_size != c.hidden_size:
+            x = dense(c, c.hidden_size, ("embed", "mlp"), "embeddings_project")(x)
+        return Encoder(c, name="encoder")(x, attention_mask_BxL, deterministic)
 
 
 class DiscriminatorEncoder(nn.Module):
@@ -39,9 +38,8 @@ class DiscriminatorEncoder(nn.Module):
     config: ModelConfig
 
     def setup(self):
-        c = self.config
-        self.embeddings = embeddings_for(c)
-        self.discriminator = Tower(c, c.hidden_size, c.num_heads, c.intermediate_size)
+        self.embeddings = Embeddings(self.config)
+        self.discriminator = Tower(self.config)
 
     def encode(self, input_ids_BxL, segment_ids_BxL, attention_mask_BxL, deterministic: bool = True):
         """The last hidden states, B x L x H."""
@@ -54,22 +52,16 @@ class Electra(nn.Module):
 
     def setup(self):
         c = self.config
-        dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        self.embeddings = embeddings_for(c)
-        self.generator = Tower(c, c.generator_hidden_size, c.generator_num_heads, c.generator_intermediate_size)
-        self.discriminator = Tower(c, c.hidden_size, c.num_heads, c.intermediate_size)
+        self.embeddings = Embeddings(c)
+        self.generator = Tower(generator_view(c))
+        self.discriminator = Tower(c)
         # Generator head: dense(hidden -> embedding) -> gelu -> LayerNorm -> tied decoder + own bias.
-        self.generator_predictions_dense = dense(c.embedding_size, ("mlp", "embed"), c.initializer_range,
-                                                 dtype, param_dtype, "generator_predictions_dense")
-        self.generator_predictions_LayerNorm = LayerNorm(c.layer_norm_eps, dtype, param_dtype,
-                                                         "generator_predictions_LayerNorm")
-        self.generator_lm_head_bias = self.param("generator_lm_head_bias", zeros_init(("vocab",)),
-                                                 (c.vocab_size,), param_dtype)
+        self.generator_predictions_dense, self.generator_predictions_LayerNorm = mlm_head(c, "generator_predictions")
+        self.generator_lm_head_bias = output_bias(self, c, "generator_lm_head_bias")
         # Discriminator head: dense(hidden -> hidden) -> gelu -> dense(hidden -> 1).
-        self.discriminator_predictions_dense = dense(c.hidden_size, ("embed", "mlp"), c.initializer_range,
-                                                     dtype, param_dtype, "discriminator_predictions_dense")
-        self.discriminator_predictions_prediction = dense(1, ("mlp", None), c.initializer_range, dtype,
-                                                          param_dtype, "discriminator_predictions_prediction")
+        self.discriminator_predictions_dense = dense(c, c.hidden_size, ("embed", "mlp"),
+                                                     "discriminator_predictions_dense")
+        self.discriminator_predictions_prediction = dense(c, 1, ("mlp", None), "discriminator_predictions_prediction")
 
     def generator_logits(self, input_ids_BxL, segment_ids_BxL, attention_mask_BxL, positions_BxP,
                          deterministic: bool = True):
@@ -77,17 +69,15 @@ class Electra(nn.Module):
         embedded = self.embeddings(input_ids_BxL, segment_ids_BxL, deterministic)
         hidden_BxLxG = self.generator(embedded, attention_mask_BxL, deterministic)
         hidden_BxPxG = jnp.take_along_axis(hidden_BxLxG, positions_BxP[..., None], axis=1)
-        h = ACTIVATIONS["gelu"](self.generator_predictions_dense(hidden_BxPxG))
-        h_BxPxE = self.generator_predictions_LayerNorm(h)
-        logits_BxPxV = add_bias(self.embeddings.attend(h_BxPxE), self.generator_lm_head_bias)
-        return logits_BxPxV.astype(jnp.float32)
+        head = (self.generator_predictions_dense, self.generator_predictions_LayerNorm)
+        return mlm_logits(self.config, head, self.generator_lm_head_bias, self.embeddings, hidden_BxPxG)
 
     def discriminator_logits(self, input_ids_BxL, segment_ids_BxL, attention_mask_BxL,
                              deterministic: bool = True):
         """One replaced-token logit per position: B x L, float32."""
         embedded = self.embeddings(input_ids_BxL, segment_ids_BxL, deterministic)
         hidden_BxLxH = self.discriminator(embedded, attention_mask_BxL, deterministic)
-        h = ACTIVATIONS["gelu"](self.discriminator_predictions_dense(hidden_BxLxH))
+        h = ops.activation("gelu", self.config.ops)(self.discriminator_predictions_dense(hidden_BxLxH))
         return self.discriminator_predictions_prediction(h)[..., 0].astype(jnp.float32)
 
     def __call__(self, input_ids_BxL, segment_ids_BxL, attention_mask_BxL, positions_BxP,
