@@ -1,6 +1,7 @@
 # Two set-up commands for a fresh machine:
 #   make smoke  - CPU pretraining on the embedded default corpus (no torch needed)
 #   make test   - the test suite (installs the CPU torch wheel first, then the package with [test])
+#   make test-fast - the suite without end-to-end training and real data (tests marked slow): a few minutes
 PYTHON ?= python3
 VENV := .venv
 RUN_DIR ?= runs/smoke
@@ -16,12 +17,15 @@ $(VENV)/.test: $(VENV)/.base
 	$(VENV)/bin/pip install --quiet -e ".[test]"
 	touch $@
 
-.PHONY: smoke test bench
+.PHONY: smoke test test-fast bench
 smoke: $(VENV)/.base
 	$(VENV)/bin/electra-jax pretrain --config configs/electra_smoke.yaml --run-dir $(RUN_DIR)
 
 test: $(VENV)/.test
 	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile tests
+
+test-fast: $(VENV)/.test
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
 bench: $(VENV)/.test
 	$(VENV)/bin/python benchmarks/train_step.py --rounds 3

@@ -17,6 +17,9 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -114,6 +117,7 @@ def main() -> None:
         size_nx = build_corpus(args.text_dir, tmp / f"corpus_{args.scale}x.txt", args.scale)
         tokenizer_dir = tmp / "tokenizer"
         save_tokenizer(train_wordpiece([tmp / "corpus_1x.txt"], 30522), tokenizer_dir)
+        print(machine.describe())
         print(f"corpus: {len(list(args.text_dir.glob('*.txt')))} files of {args.text_dir}, {size_1x / 1e6:.1f} MB; "
               f"WordPiece vocabulary 30522; seq 128; {os.cpu_count()} cores")
 

@@ -19,6 +19,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine  # noqa: E402
 from train_step import measure, print_sides, run_rounds, synthetic_batch  # noqa: E402
 
 
@@ -149,6 +150,7 @@ def main() -> None:
     config = make_config(args)
     tokens = args.batch * args.seq
     flops_per_step = distill_flops_per_token(config, args.layers) * tokens
+    print(machine.describe())
     print(f"BERT teacher L{args.layers} H{args.hidden} (vocab {args.vocab}) -> {args.student_layers}-layer student, "
           f"hidden + attention MSE, embeddings frozen, batch {args.batch} x seq {args.seq}, fp32, {os.cpu_count()} "
           f"threads; jax {jax.__version__}, torch {torch.__version__}")

@@ -11,8 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine  # noqa: E402
 
 
 def build_run(run_dir: Path) -> int:
@@ -51,6 +55,7 @@ def main() -> None:
     export(root / "run", root / "hf", log=lambda *_: None)
     seconds = time.perf_counter() - start
     written = sum(f.stat().st_size for f in (root / "hf").rglob("*") if f.is_file())
+    print(machine.describe())
     print(f"ELECTRA-base-sized run: {num_params / 1e6:.1f}M parameters (generator + discriminator), "
           f"{os.cpu_count()} CPU cores")
     print(f"export: {seconds:.2f} s wall clock, {written / 1e6:.0f} MB written (target: under 10 s)")

@@ -31,6 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 RAW_TEXT = REPO.parent / "shared" / "data" / "raw_text"
 SPANISH = ["bible_es_reina_valera_1909.txt", "libreoffice_help_es.txt", "debian_handbook_es.txt"]
@@ -405,6 +408,7 @@ def main() -> None:
             f"held-out: {len(probes)} batches; started {started}")
     lines = [head, "", *window_table(runs, args.steps, args.window, TRAIN_METRICS),
              *window_table(runs, args.steps, args.window, EVAL_METRICS, eval_points=True)]
+    print(machine.describe())
     print("\n".join(lines))
     (out / "results.json").write_text(json.dumps({"setup": head, "overrides": args.overrides, "runs": runs}) + "\n")
     (out / "results.md").write_text("\n".join(lines) + "\n")

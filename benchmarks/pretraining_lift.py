@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402
 from learning_curve import REPO, spanish_corpus  # noqa: E402
 
 ANCORA = REPO.parent / "shared" / "data" / "ancora_es_ner"
@@ -151,7 +152,7 @@ def main() -> None:
                             cwd=REPO).stdout.strip()
     lines = [f"AnCora NER entity F1 x 100 (mean +- sd over {args.seeds} seeds; fine-tuning {args.epochs} epochs at "
              f"lr {args.learning_rate:g}); {Path(args.config).name} {' '.join(args.overrides)}".rstrip(),
-             f"measured {datetime.date.today()} at commit {commit}", "",
+             f"measured {datetime.date.today()} at commit {commit}; {machine.describe()}", "",
              "| initialisation | dev F1 | test F1 | test F1 per seed |", "|---|---|---|---|"]
     for side, r in results.items():
         lines.append(f"| {side} | {mean_sd(r['dev'])} | {mean_sd(r['test'])} | "

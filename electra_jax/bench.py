@@ -70,7 +70,7 @@ def synthetic_batch(config: Config, vocab: int, seed: int = 0) -> dict[str, np.n
 def bench(config: Config, steps: int = 10, warmup: int = 2, log=print) -> dict:
     import jax
 
-    from electra_jax.config import validate
+    from electra_jax.validation import validate
     from electra_jax.data.text_tokenizer import SpecialIds
     from electra_jax.mesh import make_mesh
     from electra_jax.train import setup_training

@@ -63,7 +63,9 @@ def _layer_map(text: str) -> tuple[tuple[int, int], ...]:
 def _distill(args) -> int:
     import dataclasses
 
-    from electra_jax.config import load_config, validate
+    from electra_jax.config import load_config
+
+    from electra_jax.validation import validate
     config = load_config(args.config, args.overrides)
     given = {"teacher": args.teacher, "student_layers": args.student_layers,
              "freeze_embeddings": args.freeze_embeddings,

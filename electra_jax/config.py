@@ -6,7 +6,6 @@ reported as one `ConfigError` line naming the field, before any model is built o
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ class ConfigError(ValueError):
 
 # The model families of `electra_jax.families` (named here so that a config is checked before jax is imported).
 ARCHITECTURES = ("electra", "albert", "bert")
+OPS = ("auto", "xla", "cpu")  # model.ops: see models/ops.py
 
 
 @dataclass(frozen=True)
@@ -321,181 +321,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
             raise ConfigError(f"config: {path} is not valid YAML: {err}") from None
     raw = apply_overrides(raw, list(overrides))
     config = _from_dict(Config, raw, "")
+    from electra_jax.validation import validate  # it reads these dataclasses
     validate(config)
     return config
 
 
 def save_config(config: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-
-
-# ---------------------------------------------------------------------------- validation
-
-def _positive(name: str, value) -> None:
-    if value <= 0:
-        raise ConfigError(f"config: {name} must be positive, got {value}")
-
-
-def validate(config: Config, num_devices: int | None = None) -> None:
-    """Impossible combinations, each named by field. `num_devices` adds the mesh checks."""
-    m, d, o, t, s = config.model, config.data, config.objective, config.train, config.schedule
-    for name in ("embedding_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
-        _positive(f"model.{name}", getattr(m, name))
-    if m.vocab_size < 0:
-        raise ConfigError(f"config: model.vocab_size must be >= 0 (0: from the tokenizer), got {m.vocab_size}")
-    if m.architecture not in ARCHITECTURES:
-        raise ConfigError(f"config: model.architecture must be {', '.join(ARCHITECTURES)}, got {m.architecture!r}")
-    if m.remat not in ("none", "full", "dots"):
-        raise ConfigError(f"config: model.remat must be none, full or dots, got {m.remat!r}")
-    if m.ops not in ("auto", "xla", "cpu"):
-        raise ConfigError(f"config: model.ops must be auto, xla or cpu, got {m.ops!r}")
-    if m.attention not in ("einsum", "jax", "cudnn"):
-        raise ConfigError(f"config: model.attention must be einsum, jax or cudnn, got {m.attention!r}")
-    if m.attention != "einsum" and m.attention_dropout_rate > 0:
-        raise ConfigError(f"config: model.attention={m.attention} (jax.nn.dot_product_attention) has no attention "
-                          f"dropout; set model.attention_dropout_rate=0 or model.attention=einsum")
-    if m.architecture == "bert" and m.embedding_size != m.hidden_size:
-        raise ConfigError(f"config: a bert model's embeddings have its hidden size: set model.embedding_size="
-                          f"{m.hidden_size} (got {m.embedding_size})")
-    if not 1 <= m.num_hidden_groups <= m.num_layers:
-        raise ConfigError(f"config: model.num_hidden_groups must be in [1, model.num_layers={m.num_layers}], "
-                          f"got {m.num_hidden_groups}")
-    _positive("model.inner_group_num", m.inner_group_num)
-    if m.hidden_size % m.num_heads:
-        raise ConfigError(f"config: model.num_heads={m.num_heads} does not divide model.hidden_size={m.hidden_size}")
-    if not 0.0 < m.generator_fraction <= 1.0:
-        raise ConfigError(f"config: model.generator_fraction must be in (0, 1], got {m.generator_fraction}")
-    if m.architecture == "electra" and m.generator_hidden_size % m.generator_num_heads:
-        raise ConfigError(f"config: model.generator_fraction={m.generator_fraction} gives generator hidden "
-                          f"{m.generator_hidden_size}, not divisible by its {m.generator_num_heads} heads")
-    for name in ("dtype", "param_dtype"):
-        if getattr(m, name) not in ("float32", "bfloat16"):
-            raise ConfigError(f"config: model.{name} must be float32 or bfloat16, got {getattr(m, name)!r}")
-    for name in ("dropout_rate", "attention_dropout_rate"):
-        if not 0.0 <= getattr(m, name) < 1.0:
-            raise ConfigError(f"config: model.{name} must be in [0, 1), got {getattr(m, name)}")
-    _positive("data.seq_len", d.seq_len)
-    if d.seq_len < 8:
-        raise ConfigError(f"config: data.seq_len must be at least 8, got {d.seq_len}")
-    if d.seq_len > m.max_position_embeddings:
-        raise ConfigError(f"config: data.seq_len={d.seq_len} exceeds model.max_position_embeddings="
-                          f"{m.max_position_embeddings}")
-    if d.prepared and d.corpus:
-        raise ConfigError("config: give data.prepared or data.corpus, not both (prepared data is already packed)")
-    if d.vocab_size < 10:
-        raise ConfigError(f"config: data.vocab_size must be at least 10, got {d.vocab_size}")
-    if not 0.0 <= d.eval_fraction < 1.0:
-        raise ConfigError(f"config: data.eval_fraction must be in [0, 1), got {d.eval_fraction}")
-    if d.eval_fraction and d.eval_prepared:
-        raise ConfigError("config: give data.eval_fraction or data.eval_prepared, not both")
-    if not 0.0 <= d.short_seq_prob <= 1.0:
-        raise ConfigError(f"config: data.short_seq_prob must be in [0, 1], got {d.short_seq_prob}")
-    if not 0.0 < o.mask_prob < 1.0:
-        raise ConfigError(f"config: objective.mask_prob must be in (0, 1), got {o.mask_prob}")
-    if not 0.0 <= o.mask_token_prob <= 1.0:
-        raise ConfigError(f"config: objective.mask_token_prob must be in [0, 1], got {o.mask_token_prob}")
-    if not 0.0 <= o.random_token_prob <= 1.0 - o.mask_token_prob:
-        raise ConfigError(f"config: objective.random_token_prob must be in [0, 1 - objective.mask_token_prob], "
-                          f"got {o.random_token_prob}")
-    _positive("objective.max_ngram", o.max_ngram)
-    if o.max_predictions < 0:
-        raise ConfigError(f"config: objective.max_predictions must be >= 0 (0: derived from objective.mask_prob "
-                          f"and data.seq_len), got {o.max_predictions}")
-    if o.max_predictions > d.seq_len:
-        raise ConfigError(f"config: objective.max_predictions={o.max_predictions} exceeds data.seq_len={d.seq_len}")
-    _positive("objective.temperature", o.temperature)
-    if o.sampler not in ("inverse_cdf", "gumbel"):
-        raise ConfigError(f"config: objective.sampler must be inverse_cdf or gumbel, got {o.sampler!r}")
-    for name in ("steps", "batch_size", "grad_accum_steps", "log_every"):
-        _positive(f"train.{name}", getattr(t, name))
-    if t.stop_after < 0:
-        raise ConfigError(f"config: train.stop_after must be >= 0, got {t.stop_after}")
-    if t.eval_every < 0:
-        raise ConfigError(f"config: train.eval_every must be >= 0 (0: no held-out evaluation), got {t.eval_every}")
-    _positive("train.eval_batches", t.eval_batches)
-    if t.batch_size % t.grad_accum_steps:
-        raise ConfigError(f"config: train.grad_accum_steps={t.grad_accum_steps} does not divide "
-                          f"train.batch_size={t.batch_size}")
-    if config.optimizer.kind not in ("adamw", "lamb"):
-        raise ConfigError(f"config: optimizer.kind must be adamw or lamb, got {config.optimizer.kind!r}")
-    _positive("optimizer.learning_rate", config.optimizer.learning_rate)
-    if config.optimizer.clip_norm < 0:
-        raise ConfigError(f"config: optimizer.clip_norm must be >= 0 (0: off), got {config.optimizer.clip_norm}")
-    if s.kind not in ("linear", "polynomial", "electra"):
-        raise ConfigError(f"config: schedule.kind must be linear, polynomial or electra, got {s.kind!r}")
-    if s.warmup_steps < 0:
-        raise ConfigError(f"config: schedule.warmup_steps must be >= 0, got {s.warmup_steps}")
-    bounds = (0, *s.restarts, t.steps)
-    if any(b <= a for a, b in zip(bounds, bounds[1:])):
-        raise ConfigError(f"config: schedule.restarts={list(s.restarts)} must increase strictly inside "
-                          f"(0, train.steps={t.steps})")
-    if s.warmup_steps >= min(b - a for a, b in zip(bounds, bounds[1:])):
-        raise ConfigError(f"config: schedule.warmup_steps={s.warmup_steps} must be shorter than train.steps "
-                          f"and every restart period")
-    _positive("checkpoint.every_steps", config.checkpoint.every_steps)
-    if config.checkpoint.every_minutes < 0:
-        raise ConfigError(f"config: checkpoint.every_minutes must be >= 0 (0: off), got "
-                          f"{config.checkpoint.every_minutes}")
-    _positive("checkpoint.keep", config.checkpoint.keep)
-    validate_distill(config)
-    validate_mesh(config, num_devices)
-
-
-def validate_distill(config: Config) -> None:
-    """The distillation fields that need no teacher (the layer map is checked against it in `distill`)."""
-    k = config.distill
-    weights = ("hidden_weight", "attention_weight", "logit_weight", "mlm_weight")
-    for name in weights:
-        if getattr(k, name) < 0:
-            raise ConfigError(f"config: distill.{name} must be >= 0, got {getattr(k, name)}")
-    if k.teacher and not any(getattr(k, name) for name in weights):
-        raise ConfigError("config: every distill.*_weight is 0; give at least one loss a weight")
-    _positive("distill.temperature", k.temperature)
-    if k.student_layers < 0:
-        raise ConfigError(f"config: distill.student_layers must be >= 0, got {k.student_layers}")
-    if k.teacher and k.attention_weight and config.model.attention != "einsum":
-        raise ConfigError(f"config: distill.attention_weight needs the attention probabilities, which only "
-                          f"model.attention=einsum makes (got {config.model.attention}); set model.attention=einsum "
-                          f"or distill.attention_weight=0")
-
-
-def mesh_shape(config: Config, num_devices: int) -> tuple[int, int, int]:
-    shape = [config.mesh.data, config.mesh.fsdp, config.mesh.tensor]
-    names = ("mesh.data", "mesh.fsdp", "mesh.tensor")
-    if shape.count(-1) > 1:
-        raise ConfigError("config: at most one of mesh.data, mesh.fsdp, mesh.tensor may be -1")
-    for name, size in zip(names, shape):
-        if size == 0 or size < -1:
-            raise ConfigError(f"config: {name} must be positive or -1, got {size}")
-    known = math.prod(s for s in shape if s != -1)
-    if -1 in shape:
-        if num_devices % known:
-            raise ConfigError(f"config: mesh {shape} cannot be filled from {num_devices} devices "
-                              f"({known} does not divide {num_devices})")
-        shape[shape.index(-1)] = num_devices // known
-    if math.prod(shape) != num_devices:
-        raise ConfigError(f"config: mesh data*fsdp*tensor = {math.prod(shape)} does not match the "
-                          f"{num_devices} available devices")
-    return tuple(shape)
-
-
-def validate_mesh(config: Config, num_devices: int | None) -> None:
-    if num_devices is None:
-        return
-    data, fsdp, tensor = mesh_shape(config, num_devices)
-    t, m = config.train, config.model
-    micro = t.batch_size // t.grad_accum_steps
-    if micro % (data * fsdp):
-        raise ConfigError(f"config: micro-batch {micro} (train.batch_size / train.grad_accum_steps) is not "
-                          f"divisible by the data axes mesh.data*mesh.fsdp = {data * fsdp}")
-    checks = [("model.num_heads", m.num_heads, "mesh.tensor", tensor),
-              ("model.intermediate_size", m.intermediate_size, "mesh.tensor", tensor),
-              ("model.hidden_size", m.hidden_size, "mesh.fsdp", fsdp),
-              ("model.embedding_size", m.embedding_size, "mesh.fsdp", fsdp)]
-    if m.architecture == "electra":
-        checks += [("generator heads (from model.generator_fraction)", m.generator_num_heads, "mesh.tensor", tensor),
-                   ("generator hidden size (from model.generator_fraction)", m.generator_hidden_size, "mesh.fsdp",
-                    fsdp)]
-    for name, size, axis, axis_size in checks:
-        if size % axis_size:
-            raise ConfigError(f"config: {name}={size} is not divisible by {axis}={axis_size}")

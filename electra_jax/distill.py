@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from electra_jax.config import Config, ConfigError, DistillConfig, ModelConfig, validate
+from electra_jax.config import Config, ConfigError, DistillConfig, ModelConfig
 from electra_jax.data.text_tokenizer import copy_tokenizer
 from electra_jax.families import FAMILIES, family_of
 from electra_jax.mesh import logical_rules, make_mesh
@@ -31,6 +31,7 @@ from electra_jax.objectives.distill import DistillObjective, frozen_label, needs
 from electra_jax.run_dir import check_inputs, check_teacher_record, load_run_params, special_ids, start_run
 from electra_jax.state import TrainState, build_optimizer
 from electra_jax.train import setup_training, train_loop
+from electra_jax.validation import validate
 
 BERT = FAMILIES["bert"]  # the one family distillation reads and writes
 

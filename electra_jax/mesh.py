@@ -5,7 +5,9 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from electra_jax.config import Config, mesh_shape
+from electra_jax.config import Config
+from electra_jax.validation import mesh_shape
+
 
 AXES = ("data", "fsdp", "tensor")
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from electra_jax.checkpoint import Checkpointer
-from electra_jax.config import Config, ConfigError, validate
+from electra_jax.config import Config, ConfigError
 from electra_jax.data.loader import PretrainingData, batch_hash, held_out_batches
 from electra_jax.data.prepare import read_metadata
 from electra_jax.data.text_tokenizer import SpecialIds, load_text_tokenizer
@@ -30,6 +30,7 @@ from electra_jax.objectives.base import Objective
 from electra_jax.preemption import PreemptionWatch
 from electra_jax.run_dir import check_inputs, held_out_split, special_ids, start_run
 from electra_jax.state import TrainState, build_model, build_optimizer, state_shardings
+from electra_jax.validation import validate
 
 
 class NonFiniteLossError(RuntimeError):
@@ -249,8 +250,8 @@ def train_loop(config: Config, run_dir: Path, training: Training, data_folder: P
         last_values = values
 
     # On a CPU a step's temporaries come from host malloc: with two steps in flight both sets are live and
-    # the heap that keeps freed memory (host_memory.py) fragments (8.6 GiB instead of 2.8 for ELECTRA-small
-    # at batch 32), so there the previous step is finished before the next is dispatched.
+    # the heap that keeps freed memory (host_memory.py) fragments to about three times the step's working set,
+    # so there the previous step is finished before the next is dispatched.
     one_step_in_flight = batch_spec.mesh.devices.flat[0].platform == "cpu"  # the devices the step runs on
     preempted_at = None
     try:

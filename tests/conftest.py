@@ -20,6 +20,17 @@ TINY = [
 ]
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: trains in a subprocess, reads ../shared/data or runs a real "
+                                       "pipeline end to end; `make test-fast` leaves these out")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:  # every test on the real data is an end-to-end one
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
     from electra_jax.data.default_corpus import write_default_corpus

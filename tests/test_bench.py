@@ -18,6 +18,7 @@ def test_peak_table_lookup():
     assert table_peak("cpu", "float32") is None
 
 
+@pytest.mark.slow
 def test_bench_reports_speed_and_utilisation(tmp_path, capsys):
     out = tmp_path / "bench.jsonl"
     overrides = [*TINY, "mesh.data=-1", "model.vocab_size=300"]

@@ -4,17 +4,26 @@ import sys
 
 import pytest
 
-from electra_jax.config import ConfigError, load_config, masking_warning, mesh_shape, validate
+from electra_jax.config import ConfigError, load_config, masking_warning
+from electra_jax.validation import mesh_shape, validate
+
 from tests.conftest import REPO
 
-PRESETS = ["electra_smoke", "electra_cpu", "electra_small", "electra_small_plus", "electra_medium", "electra_base",
-           "electra_large", "distill_smoke", "distill_mbert"]
+PRESETS = sorted(path.stem for path in (REPO / "configs").glob("*.yaml"))  # every file, ALBERT's included
+
+
+def test_every_preset_is_named():
+    assert {"electra_smoke", "electra_cpu", "electra_small", "albert_base", "albert_xlarge_v2",
+            "distill_mbert"} <= set(PRESETS)
 
 
 @pytest.mark.parametrize("name", PRESETS)
-def test_presets_load(name):
+def test_presets_load_and_validate(name):
+    from electra_jax.families import FAMILIES
     config = load_config(REPO / "configs" / f"{name}.yaml")
+    validate(config)
     assert config.model.hidden_size % config.model.num_heads == 0
+    assert config.model.architecture in FAMILIES
 
 
 def test_distillation_presets():
@@ -91,6 +100,7 @@ def test_cli_reports_config_error_in_one_line():
     assert result.stderr.strip().count("\n") == 0 and "train.stpes" in result.stderr
 
 
+@pytest.mark.slow
 def test_cpu_preset_is_the_documented_twenty_minute_run(tmp_path, tiny_corpus, capsys):
     from electra_jax.cli import main
     from tests.conftest import TINY
@@ -150,3 +160,9 @@ def test_pretrain_prints_the_masking_warning_once(tmp_path, tiny_corpus):
                          [*TINY, f"data.corpus=[{tiny_corpus}]", "objective.max_predictions=2"])
     start_run(config, tmp_path / "run", lines.append)
     assert [line for line in lines if line.startswith("warning:")] == [masking_warning(config)]
+
+
+def test_config_names_the_registered_families():
+    from electra_jax.config import ARCHITECTURES
+    from electra_jax.families import FAMILIES
+    assert ARCHITECTURES == tuple(FAMILIES)

@@ -19,6 +19,8 @@ from electra_jax.metrics import read_metrics
 from electra_jax.models.bert import Bert
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # trains end to end (make test-fast leaves it out)
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 

@@ -17,6 +17,8 @@ from electra_jax.finetune.metrics import entity_scores
 from electra_jax.families import family_of
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # trains end to end (make test-fast leaves it out)
+
 ENV = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
 WIDGET = "Chili Jensen, som bor på Danmarksgade 12, køber chilifrugter fra Netto."
 

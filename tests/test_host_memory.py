@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
+pytestmark = [pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only"),
+              pytest.mark.slow]  # subprocesses that allocate 512 MiB each
 
 # An execution whose temporaries (two 256 MiB buffers the barriers keep apart) come from the allocator.
 SCRIPT = """
@@ -13,6 +14,7 @@ from electra_jax.host_memory import keep_freed_memory
 if sys.argv[1] == "tuned":
     assert keep_freed_memory()
 import jax, jax.numpy as jnp
+
 def f(x):
     y = jax.lax.optimization_barrier(x + 1.0)
     z = jax.lax.optimization_barrier(jnp.sin(y))

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from electra_jax.config import Config, ModelConfig, load_config, validate
+from electra_jax.config import Config, ModelConfig, load_config
 from electra_jax.data.tokenizer import save_tokenizer
 from electra_jax.hf.importer import (HFImportError, fill_params, import_tokenizer, read_model_folder,
                                      write_imported_run)
 from electra_jax.hf.names import ARCHITECTURES, ENCODER_PREFIX, convert, electra_rows, get_path, tower_sizes
+from electra_jax.validation import validate
 
 TOWERS = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
 PREFIX = ENCODER_PREFIX

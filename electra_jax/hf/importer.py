@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from electra_jax.config import Config, load_config, save_config, validate
+from electra_jax.config import Config, load_config, save_config
 from electra_jax.hf.names import BERT_DROPPED, TIED, convert, get_path, set_path
 from electra_jax.hf.staging import refuse_nonempty, staged_folder
+from electra_jax.validation import validate
 
 IGNORED = ("embeddings.position_ids",)  # buffers some older checkpoints carry
 

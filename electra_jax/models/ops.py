@@ -2,10 +2,11 @@
 
 xla  plain JAX: `lax.dot_general` (nn.Dense's own), `jax.nn.gelu`, `x + b`; what TPUs and GPUs run.
 cpu  the same values with hand-written gradients that XLA's CPU backend runs faster: a 2-D matmul whose
-     weight gradient is taken as the transpose of the wide product (XLA's CPU dot made the tall-and-narrow
-     1024 x 256 weight gradient at half speed), GELU derivatives made in the forward pass while erf or tanh
-     is at hand (one multiply in the backward pass), and a bias gradient as a vector-matrix product (a reduce
-     over the 640 rows of a 640 x 30522 generator-logit gradient was 30x slower).
+     tall-and-narrow weight gradient is taken as the transpose of the wide product (XLA's CPU dot is slow
+     in that orientation), GELU derivatives made in the forward pass while erf or tanh is at hand (one
+     multiply in the backward pass), and a bias gradient as a vector-matrix product (XLA's CPU reduce over
+     the rows of a generator-logit gradient is far slower than a matmul). The measured effect of each is
+     in docs/measurements.md.
 auto `cpu` where the step is lowered for a CPU, `xla` elsewhere: `lax.platform_dependent` lowers only the
      branch of the platform being compiled for, so a TPU or GPU program holds no CPU kernel.
 Each `cpu` op is tested against autodiff of its `xla` op (tests/test_ops.py).
@@ -18,7 +19,6 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-OPS = ("auto", "xla", "cpu")
 CPU_KERNEL = "electra_jax_cpu_kernel"  # the name scope of every CPU kernel's ops (seen in a lowered module)
 
 
@@ -55,7 +55,7 @@ def _times_derivative(derivative, grad):
 @jax.custom_vjp
 @_cpu_kernel
 def gelu_exact_cpu(x):
-    """x * Phi(x) through erf (on CPU XLA's erf costs a third of the erfc that jax.nn.gelu uses)."""
+    """x * Phi(x) through erf (XLA's CPU erf is cheaper than the erfc that jax.nn.gelu uses)."""
     return x * (0.5 + 0.5 * jax.lax.erf(x * _SQRT_HALF))
 
 

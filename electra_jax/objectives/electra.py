@@ -33,12 +33,12 @@ def gumbel_sample(keys_B, logits_BxPxV, temperature: float = 1.0):
 
 def inverse_cdf_sample(keys_B, logits_BxPxV, temperature: float = 1.0):
     """Exactly the distribution of `gumbel_sample` (softmax(logits / temperature)), no gradient, from one
-    uniform per position instead of one Gumbel variate per vocabulary entry (on CPU the noise for
-    32 x 20 x 30522 logits costs more than the generator itself).
+    uniform per position instead of one Gumbel variate per vocabulary entry: drawing B x P x V random numbers
+    can cost more than the generator itself.
 
     Two-level inverse CDF: pick a block of ~sqrt(V) tokens by its mass, then a token inside it, so
-    both cumulative sums are short. The last block may be shorter; nothing is padded (a padded copy
-    of the logits cost 30 ms a step on CPU).
+    both cumulative sums are short. The last block may be shorter; nothing is padded (padding would copy
+    the whole B x P x V logits).
     """
     logits_BxPxV = jax.lax.stop_gradient(logits_BxPxV).astype(jnp.float32)
     if temperature != 1.0:  # at 1.0 the exponentials below are the loss's own (XLA shares them)

@@ -106,6 +106,7 @@ def test_import_export_round_trip(hf_folder, tmp_path, capsys):
     assert "AlbertForPreTraining" in (tmp_path / "out" / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_mlm_and_sop_loss_match_hf(hf_folder, tmp_path):
     import_hf(hf_folder, tmp_path / "run")
     config, params, _, _ = _our_outputs(tmp_path / "run")
@@ -136,6 +137,7 @@ def test_mlm_and_sop_loss_match_hf(hf_folder, tmp_path):
     np.testing.assert_allclose(float(ours), float(out.loss), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_import_masked_lm_keeps_fresh_heads_and_continues_pretraining(hf_folder, tmp_path, tiny_corpus):
     masked_lm = transformers.AlbertForMaskedLM.from_pretrained(hf_folder)
     folder = tmp_path / "mlm"

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from electra_jax.cli import main
-from electra_jax.config import ConfigError, load_config, validate
+from electra_jax.config import ConfigError, load_config
 from electra_jax.hf.export import export
 from electra_jax.run_dir import load_run_params
 from electra_jax.hf.importer import import_hf
 from electra_jax.models.bert import Bert
+from electra_jax.validation import validate
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -111,6 +112,7 @@ def test_bert_models_are_not_pretrained_from_scratch(hf_bert, tmp_path):
         validate(dataclasses.replace(config, model=dataclasses.replace(config.model, embedding_size=16)))
 
 
+@pytest.mark.slow
 def test_bert_fine_tuning_heads(hf_bert, tmp_path):
     """finetune --init on the HF folder itself (imported first); both exports load as BertFor…Classification
     with our logits."""

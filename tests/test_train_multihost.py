@@ -1,5 +1,6 @@
 """Multi-process pretraining through JAX's own runtime: 2 CPU processes x 2 devices step for step equal to
 1 process x 4 devices (loss to 1e-5), then a resume from the checkpoint the two processes wrote."""
+import pytest
 import os
 import socket
 import subprocess
@@ -8,7 +9,9 @@ import sys
 import numpy as np
 
 from tests.conftest import REPO, TINY
-from tests.test_pretrain_cli import _losses
+from tests.test_cli_pretrain import _losses
+
+pytestmark = pytest.mark.slow  # trains end to end (make test-fast leaves it out)
 
 COMMON = ("mesh.data=4", "train.steps=10", "checkpoint.every_steps=5")
 

@@ -10,14 +10,17 @@ import jax
 import numpy as np
 import pytest
 
-from electra_jax.config import load_config, validate
+from electra_jax.config import load_config
 from electra_jax.data.loader import PretrainingData
 from electra_jax.data.text_tokenizer import load_text_tokenizer
 from electra_jax.mesh import make_mesh
 from electra_jax.metrics import read_metrics
 from electra_jax.run_dir import prepare_data, special_ids
 from electra_jax.train import setup_training
+from electra_jax.validation import validate
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # trains end to end (make test-fast leaves it out)
 
 TINY_ALBERT = ["model.embedding_size=16", "model.hidden_size=32", "model.num_layers=4", "model.num_hidden_groups=2",
                "model.inner_group_num=1", "model.num_heads=2", "model.intermediate_size=64",

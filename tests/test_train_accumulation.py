@@ -4,6 +4,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 from electra_jax.config import load_config
 from electra_jax.data.loader import PretrainingData
@@ -13,6 +14,7 @@ from electra_jax.train import setup_training
 from tests.conftest import TINY
 
 
+@pytest.mark.slow
 def test_accumulated_step_equals_full_batch(tiny_corpus, tmp_path):
     # No dropout: with it, micro-batches would legitimately draw different masks.
     config = load_config(None, TINY + [f"data.corpus=[{tiny_corpus}]", "train.steps=10", "model.dropout_rate=0",

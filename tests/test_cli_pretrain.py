@@ -14,6 +14,8 @@ import pytest
 from electra_jax.metrics import read_metrics
 from tests.conftest import REPO, TINY
 
+pytestmark = pytest.mark.slow  # trains end to end (make test-fast leaves it out)
+
 
 ENV = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as a user has
 

@@ -66,7 +66,8 @@ def _both_outputs(hf, model, params, seed):
     return out, tuple(np.asarray(x) for x in ours), attention.astype(bool)
 
 
-@pytest.mark.parametrize("groups,inner,embedding", [(1, 1, 16), (2, 2, 16), (4, 1, 32)])
+@pytest.mark.parametrize("groups,inner,embedding", [pytest.param(1, 1, 16, marks=pytest.mark.slow), (2, 2, 16),
+                                                    pytest.param(4, 1, 32, marks=pytest.mark.slow)])
 def test_pretraining_logits_match_hf(groups, inner, embedding):
     config, hf_config = _configs(groups, inner, embedding)
     torch.manual_seed(groups * 10 + inner)

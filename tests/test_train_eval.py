@@ -16,6 +16,8 @@ from electra_jax.data.tokenizer import save_tokenizer, train_wordpiece
 from electra_jax.metrics import read_metrics
 from tests.conftest import REPO, TINY
 
+pytestmark = pytest.mark.slow  # trains end to end (make test-fast leaves it out)
+
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
@@ -161,7 +163,7 @@ def test_albert_evaluates_mlm_and_sop_the_same_twice(tmp_path, corpus):
     from electra_jax.mesh import make_mesh
     from electra_jax.run_dir import prepare_data, special_ids
     from electra_jax.train import make_evaluate, setup_training
-    from tests.test_albert_training import TINY_ALBERT
+    from tests.test_train_albert import TINY_ALBERT
     config = load_config(REPO / "configs" / "albert_smoke.yaml",
                          [*TINY_ALBERT, f"data.corpus=[{corpus}]", "data.eval_fraction=0.1", "train.steps=10"])
     config, folder, metadata = prepare_data(config, tmp_path, log=lambda _: None)

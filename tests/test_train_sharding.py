@@ -5,11 +5,12 @@ import jax
 import numpy as np
 import pytest
 
-from electra_jax.config import load_config, validate
+from electra_jax.config import load_config
 from electra_jax.data.loader import PretrainingData
 from electra_jax.mesh import make_mesh
 from electra_jax.run_dir import prepare_data, special_ids
 from electra_jax.train import setup_training
+from electra_jax.validation import validate
 from tests.conftest import TINY
 
 # Hidden 128 with generator fraction 1.0 gives the generator 2 heads, so a tensor axis of 2 divides them.
@@ -42,7 +43,9 @@ def single_device_losses(data):
     return _losses(config, jax.devices()[:1], folder, specials)
 
 
-@pytest.mark.parametrize("shape", [(8, 1, 1), (4, 2, 1), (2, 2, 2)])
+# make test-fast keeps the full 3-axis mesh; the other layouts run in the whole suite
+@pytest.mark.parametrize("shape", [pytest.param((8, 1, 1), marks=pytest.mark.slow),
+                                   pytest.param((4, 2, 1), marks=pytest.mark.slow), (2, 2, 2)])
 def test_sharded_matches_single_device(data, single_device_losses, shape):
     assert jax.device_count() == 8
     config, folder, specials = data

@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from electra_jax.config import ConfigError, load_config, validate
+from electra_jax.config import ConfigError, load_config
 from electra_jax.models.electra import Electra
+from electra_jax.validation import validate
 
 OVERRIDES = ["model.vocab_size=60", "model.num_layers=2", "model.hidden_size=32", "model.num_heads=4",
              "model.embedding_size=16", "model.intermediate_size=64", "model.max_position_embeddings=16",
@@ -33,6 +34,7 @@ def _logits_and_grads(**model):
     return np.asarray(logits), jax.tree.map(np.asarray, grads)
 
 
+@pytest.mark.slow
 def test_remat_policies_and_attention_implementations_agree():
     logits, grads = _logits_and_grads()
     for variant in ({"remat": "full"}, {"remat": "dots"}, {"attention": "jax"}, {"attention": "jax", "remat": "dots"}):
