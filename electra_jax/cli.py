@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 
 from electra_jax.config import ConfigError
 from electra_jax.host_memory import keep_freed_memory
@@ -18,7 +19,7 @@ def _pretrain(args) -> int:
 
 def _train(args, config, run) -> int:
     """Join the processes of a multi-process run, then `run(config, run_dir)` (pretrain or distill) and report:
-    exit code 0, 3 for a non-finite loss, 143 when preempted."""
+    exit code 0, 3 for a non-finite loss, 143 when preempted (SIGTERM), 130 when interrupted (Ctrl-C)."""
     from electra_jax.distributed import initialize
     initialize(args.coordinator, args.num_processes, args.process_id, auto=args.multihost)
     from electra_jax.train import NonFiniteLossError
@@ -27,8 +28,10 @@ def _train(args, config, run) -> int:
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
-    from electra_jax.preemption import EXIT_CODE
-    code = EXIT_CODE if summary["preempted"] else 0  # preempted: saved, not finished; a babysitter reruns it
+    from electra_jax.preemption import EXIT_CODES
+    import signal
+    # Stopped by a signal: saved, not finished; a babysitter reruns it.
+    code = EXIT_CODES[signal.Signals[summary["signal"]]] if summary["preempted"] else 0
     import jax
     if jax.process_index() != 0:  # one voice for the run: process 0's
         return code
@@ -83,6 +86,9 @@ def _bench(args) -> int:
     import json
 
     from electra_jax.config import load_config
+    if args.steps < 1 or args.warmup < 0:
+        raise ConfigError(f"bench: --steps must be at least 1 and --warmup at least 0, got --steps {args.steps} "
+                          f"--warmup {args.warmup}")
     config = load_config(args.config, args.overrides)
     from electra_jax.bench import bench
     result = bench(config, steps=args.steps, warmup=args.warmup)
@@ -158,7 +164,9 @@ def _import(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="electra-jax", description="Pretrain ELECTRA and ALBERT encoders in JAX.")
+    parser = argparse.ArgumentParser(prog="electra-jax", description="Pretrain ELECTRA and ALBERT encoders in JAX.",
+                                     epilog=f"--debug anywhere on the line (or {DEBUG_ENV}=1) prints the full "
+                                            f"traceback of an error that is otherwise reported in one line")
     commands = parser.add_subparsers(dest="command", required=True)
 
     pre = commands.add_parser("pretrain", help="pretrain an ELECTRA (generator + discriminator) or an ALBERT "
@@ -167,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--run-dir", default="runs/smoke", help="checkpoints, metrics, plot and resolved config")
     _add_run_options(pre)
     pre.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. train.steps=1000")
-    pre.set_defaults(run=_pretrain)
+    pre.set_defaults(run=_pretrain, runs_steps=True)
 
     dis = commands.add_parser("distill", help="distil a BERT teacher into a student of its embeddings and bottom "
                                               "K layers (hidden-state and attention MSE, optional logit KD and "
@@ -192,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(dis)
     dis.add_argument("overrides", nargs="*", metavar="section.key=value",
                      help="e.g. train.steps=1000 distill.logit_weight=1")
-    dis.set_defaults(run=_distill)
+    dis.set_defaults(run=_distill, runs_steps=True)
 
     exp = commands.add_parser("export", help="write a run's checkpoint as Hugging Face PyTorch models "
                                              "(ELECTRA: OUT_DIR/discriminator and OUT_DIR/generator; ALBERT: "
@@ -210,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
     ben.add_argument("--json", metavar="FILE", help="also append the result as one JSON line to FILE")
     ben.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. model.dtype=bfloat16")
-    ben.set_defaults(run=_bench)
+    ben.set_defaults(run=_bench, runs_steps=True)
 
     imp = commands.add_parser("import", help="turn Hugging Face ELECTRA, ALBERT or BERT weights into a run "
                                              "directory that pretrain continues (ELECTRA, ALBERT) and fine-tuning "
@@ -297,18 +305,42 @@ def build_parser() -> argparse.ArgumentParser:
     fine.add_argument("--label-field", default="label", help="classify: the field holding the label")
     fine.add_argument("--random-init", action="store_true", help="the --init model's architecture and tokenizer "
                                                                  "with fresh parameters (a baseline)")
-    fine.set_defaults(run=_finetune)
+    fine.set_defaults(run=_finetune, runs_steps=True)
     return parser
 
 
+DEBUG_ENV = "ELECTRA_JAX_DEBUG"  # =1: the full traceback of an expected error too, as --debug
+# Errors the user can fix (bad config, input, paths): one line, exit code 2. Anything else is a bug and keeps
+# its traceback.
+EXPECTED_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, ValueError)
+
+
 def main(argv: list[str] | None = None) -> int:
-    keep_freed_memory()  # before JAX starts its threads
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]  # accepted anywhere on the line
     args = build_parser().parse_args(argv)
+    if getattr(args, "runs_steps", False):
+        keep_freed_memory()  # before JAX starts its threads; only commands that run XLA steps gain from it
     try:
         return args.run(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except EXPECTED_ERRORS as err:
+        return _report(err, debug)
+    except OSError as err:  # not found / exists are above: a full disk, no permission, a read-only mount
+        from electra_jax.storage import STORAGE_ERRNOS, storage_problem
+        if err.errno not in STORAGE_ERRNOS:
+            raise
+        return _report(storage_problem(err, args.command), debug)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopped without saving (the newest finished checkpoint stays)", file=sys.stderr)
+        return 130
+
+
+def _report(err: BaseException, debug: bool) -> int:
+    if debug:
+        traceback.print_exception(err)
+    print(f"error: {err}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ reported as one `ConfigError` line naming the field, before any model is built o
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -244,11 +245,13 @@ def _coerce(value, annotation, name: str):
     if annotation is float:
         if isinstance(value, str):  # YAML 1.1 reads "5e-4" (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config: {name} must be a number, got {value!r}")
+        if not math.isfinite(value):  # YAML reads .nan and .inf; no setting means either
+            raise ConfigError(f"config: {name} must be a finite number, got {value!r}")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):
@@ -327,4 +330,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    """Atomically: a reader (or a crash) never sees half a config."""
+    from electra_jax.storage import write_atomic
+    write_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False))

@@ -28,8 +28,10 @@ from electra_jax.families import FAMILIES, family_of
 from electra_jax.mesh import logical_rules, make_mesh
 from electra_jax.models.bert import Bert
 from electra_jax.objectives.distill import DistillObjective, frozen_label, needs_masking
-from electra_jax.run_dir import check_inputs, check_teacher_record, load_run_params, special_ids, start_run
+from electra_jax.run_dir import (check_inputs, check_teacher_record, hold_run_dir, load_run_params, special_ids,
+                                 start_run)
 from electra_jax.state import TrainState, build_optimizer
+from electra_jax.storage import staged_folder
 from electra_jax.train import setup_training, train_loop
 from electra_jax.validation import validate
 
@@ -167,30 +169,31 @@ def distill(config: Config, run_dir: str | Path, log=print, progress: bool = Tru
               "teacher_layers": teacher_model.num_layers, "student_layers": k.student_layers,
               "layer_map": [list(p) for p in pairs], "freeze_embeddings": k.freeze_embeddings,
               "masked": needs_masking(k)}
-    is_main = jax.process_index() == 0
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    check_teacher_record(run_dir, record, write=is_main)
-    if is_main and not (run_dir / "tokenizer").is_dir():  # the teacher's vocabulary is the student's
-        write_tokenizer(run_dir / "tokenizer")
-    config, data_folder, metadata, log = start_run(config, run_dir, log)
-    log(f"distilling {teacher_model.num_layers} -> {config.model.num_layers} layers, layer map "
-        f"{', '.join(f'{s}:{t}' for s, t in pairs)}, embeddings {'frozen' if config.distill.freeze_embeddings else 'trained'}")
+    with hold_run_dir(run_dir, "distill"):  # makes the run directory
+        is_main = jax.process_index() == 0
+        check_teacher_record(run_dir, record, write=is_main)
+        if is_main and not (run_dir / "tokenizer").is_dir():  # the teacher's vocabulary is the student's
+            with staged_folder(run_dir / "tokenizer", "distill") as staging:
+                write_tokenizer(staging)
+        config, data_folder, metadata, log = start_run(config, run_dir, log)
+        embeddings = "frozen" if config.distill.freeze_embeddings else "trained"
+        log(f"distilling {teacher_model.num_layers} -> {config.model.num_layers} layers, layer map "
+            f"{', '.join(f'{s}:{t}' for s, t in pairs)}, embeddings {embeddings}")
 
-    mesh = make_mesh(config)
-    teacher_shardings = param_shardings(teacher_model, config, mesh)
-    teacher = on_mesh(teacher_params, teacher_shardings)
-    objective = DistillObjective(config, teacher_model, special_ids(metadata), pairs)
-    training = setup_training(config, mesh, special_ids(metadata), objective=objective,
-                              optimizer=distill_optimizer(config), frozen_shardings=teacher_shardings)
-    tx, shardings = training.tx, training.shardings
-    new_state = jax.jit(lambda params: TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                                                  opt_state=tx.init(params)),
-                        out_shardings=shardings, donate_argnums=0)
+        mesh = make_mesh(config)
+        teacher_shardings = param_shardings(teacher_model, config, mesh)
+        teacher = on_mesh(teacher_params, teacher_shardings)
+        objective = DistillObjective(config, teacher_model, special_ids(metadata), pairs)
+        training = setup_training(config, mesh, special_ids(metadata), objective=objective,
+                                  optimizer=distill_optimizer(config), frozen_shardings=teacher_shardings)
+        tx, shardings = training.tx, training.shardings
+        new_state = jax.jit(lambda params: TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                                      opt_state=tx.init(params)),
+                            out_shardings=shardings, donate_argnums=0)
 
-    def init():
-        # Fresh buffers from the host copy: the student never shares (and so never donates) the teacher's.
-        params = student_params(teacher_params, config.distill.student_layers)
-        return new_state(on_mesh(params, shardings.params))
+        def init():
+            # Fresh buffers from the host copy: the student never shares (and so never donates) the teacher's.
+            params = student_params(teacher_params, config.distill.student_layers)
+            return new_state(on_mesh(params, shardings.params))
 
-    return train_loop(config, run_dir, training, data_folder, init, log, progress, frozen=teacher)
+        return train_loop(config, run_dir, training, data_folder, init, log, progress, frozen=teacher)

@@ -3,22 +3,31 @@ the loss/accuracy plot."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from electra_jax.config import Config
 
 
-class MetricWriter:
-    """Append-only JSONL (one object per logged step) plus TensorBoard event files."""
+DISCARDED = "metrics.discarded.jsonl"  # records of steps a resume went back over, oldest first
 
-    def __init__(self, run_dir: str | Path, enabled: bool = True):
+
+class MetricWriter:
+    """Append-only JSONL (one object per logged step) plus TensorBoard event files.
+
+    A run resumed from step S (after a crash, kill -9 or a damaged newer checkpoint) computes the steps after
+    S again; their earlier records move to metrics.discarded.jsonl so metrics.jsonl holds each step once, and
+    TensorBoard is told to purge its events from step S+1 (its purge_step convention)."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True, resume_step: int = 0):
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
         self._tb = None
         if enabled:
             from tensorboardX import SummaryWriter
-            self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
-            _drop_partial_last_line(self.path)
+            purged = _discard_after(self.path, resume_step)
+            self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"),
+                                     purge_step=resume_step + 1 if purged else None)
             self._file = open(self.path, "a", encoding="utf-8")
 
     def write(self, step: int, values: dict[str, float | str]) -> None:
@@ -36,15 +45,28 @@ class MetricWriter:
             self._tb.close()
 
 
-def _drop_partial_last_line(path: Path) -> None:
-    """A run killed mid-write leaves half a record; its step is recomputed after resume, so drop it rather
-    than glue the next record onto it."""
+def _discard_after(path: Path, step: int) -> bool:
+    """Move the records of steps after `step` to metrics.discarded.jsonl and drop a half-written last line
+    (a run killed mid-write); True if any record moved. metrics.jsonl is replaced atomically."""
     if not path.is_file():
-        return
-    with open(path, "rb+") as handle:
-        data = handle.read()
-        if data and not data.endswith(b"\n"):
-            handle.truncate(data.rfind(b"\n") + 1)
+        return False
+    from electra_jax.storage import write_atomic
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()
+    kept, later = [], []
+    for line in lines:
+        try:
+            (later if json.loads(line)["step"] > step else kept).append(line)
+        except (ValueError, KeyError, TypeError):
+            later.append(line)  # not a record: kept aside, not lost
+    if later:
+        with open(path.parent / DISCARDED, "a", encoding="utf-8") as handle:
+            handle.writelines(later)
+    if later or (text and not text.endswith("\n")):
+        write_atomic(path, "".join(kept))
+    return bool(later)
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -119,6 +141,9 @@ def plot_metrics(metrics_path: str | Path, out_path: str | Path) -> Path | None:
         axis.legend(fontsize=8)
         axis.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
+    out_path = Path(out_path)
+    partial = out_path.with_name(f".{out_path.name}.partial.png")
+    fig.savefig(partial, dpi=100)
     plt.close(fig)
-    return Path(out_path)
+    os.replace(partial, out_path)  # a reader never sees half a picture
+    return out_path

@@ -2,14 +2,21 @@
 was checked against), the resolved config.yaml, a distillation's teacher record, and reading a finished
 checkpoint's parameters back for export and fine-tuning.
 
-RUN_DIR/config.yaml       the resolved config (vocabulary size filled in from the tokenizer)
+RUN_DIR/.lock             held by the one process that trains in it (see `hold_run_dir`)
+RUN_DIR/config.yaml       the resolved config of the latest accepted start or resume (vocabulary size filled
+                          in from the tokenizer), written once the checkpoint restored
 RUN_DIR/tokenizer/        the run's tokenizer (trained here, copied from data.tokenizer or the prepared data)
 RUN_DIR/data/             the packed corpus of a `data.corpus` run (prepared_L{seq_len}/)
-RUN_DIR/checkpoints/STEP  Orbax checkpoints (state + data position)
+RUN_DIR/checkpoints/STEP  Orbax checkpoints (state + data position); checkpoints.damaged/ what did not restore
+RUN_DIR/metrics.jsonl     one record per logged step (metrics.discarded.jsonl: steps a resume went back over)
 RUN_DIR/teacher.json      a distillation run's teacher: what a resume must match
+
+Every file is written whole or not at all (a temporary name, then a rename), so a crash at any point leaves
+a run directory that the same command resumes.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -18,13 +25,13 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from electra_jax.config import Config, ConfigError, load_config, masking_warning, save_config
+from electra_jax.config import Config, ConfigError, load_config, masking_warning, save_config, to_dict
 from electra_jax.data.default_corpus import write_default_corpus
 from electra_jax.data.prepare import METADATA, PackOptions, prepare, read_metadata
-from electra_jax.data.sources import SkipReport, parse_source, read_documents
 from electra_jax.data.text_tokenizer import SpecialIds, copy_tokenizer, load_text_tokenizer
-from electra_jax.data.tokenizer import save_tokenizer, train_wordpiece
+from electra_jax.data.vocabulary import VocabularyOptions, train_vocabulary
 from electra_jax.families import family_of
+from electra_jax.storage import RunDirInUse, run_lock, staged_folder, write_atomic
 
 TEACHER_RECORD = "teacher.json"
 
@@ -54,8 +61,9 @@ def prepare_data(config: Config, run_dir: Path, log=print) -> tuple[Config, Path
         _check_layout(metadata, folder, data.seq_len, family_of(config.model).data_format)
         if data.tokenizer:
             _check_tokenizer(load_text_tokenizer(data.tokenizer), data.tokenizer, metadata, folder)
-        if not tokenizer_dir.is_dir():  # the run directory is self-contained
-            copy_tokenizer(folder / "tokenizer", tokenizer_dir)
+        if not _has_tokenizer(tokenizer_dir):  # the run directory is self-contained
+            with staged_folder(tokenizer_dir, "pretrain") as staging:
+                copy_tokenizer(folder / "tokenizer", staging)
     else:
         files = [Path(f) for f in data.corpus]
         if not files:
@@ -65,9 +73,10 @@ def prepare_data(config: Config, run_dir: Path, log=print) -> tuple[Config, Path
                 log(f"wrote the embedded default corpus to {files[0]}")
         if not _has_tokenizer(tokenizer_dir):
             if data.tokenizer:
-                copy_tokenizer(data.tokenizer, tokenizer_dir)
+                with staged_folder(tokenizer_dir, "pretrain") as staging:
+                    copy_tokenizer(data.tokenizer, staging)
             else:
-                TOKENIZER_TRAINERS[family_of(config.model).tokenizer](config, files, tokenizer_dir, log)
+                _train_tokenizer(config, files, tokenizer_dir, log)
         folder = run_dir / "data" / f"prepared_L{data.seq_len}"
         if not (folder / METADATA).is_file():
             options = PackOptions(format=family_of(config.model).data_format, seq_len=data.seq_len, seed=data.seed,
@@ -76,7 +85,12 @@ def prepare_data(config: Config, run_dir: Path, log=print) -> tuple[Config, Path
                                   eval_fraction=data.eval_fraction)
             prepare([str(f) for f in files], tokenizer_dir, folder, options, workers=0, progress=False, log=log)
         metadata = read_metadata(folder)
-    _check_tokenizer(load_text_tokenizer(tokenizer_dir), tokenizer_dir, metadata, folder)
+    tokenizer = load_text_tokenizer(tokenizer_dir)
+    if tokenizer.vocab_size <= len(dataclasses.fields(tokenizer.specials)):
+        raise ConfigError(f"config: the run's tokenizer {tokenizer_dir} holds only its {tokenizer.vocab_size} special "
+                          f"tokens (left by a run that found no text); remove {tokenizer_dir} and the data folder "
+                          f"{run_dir / 'data'}, or use a new run directory")
+    _check_tokenizer(tokenizer, tokenizer_dir, metadata, folder)
     return with_vocab(config, metadata["tokenizer"]["vocab_size"]), folder, metadata
 
 
@@ -84,28 +98,16 @@ def _has_tokenizer(folder: Path) -> bool:
     return (folder / "tokenizer.json").is_file() or (folder / "spiece.model").is_file()
 
 
-def _train_sentencepiece(config: Config, files: list[Path], out: Path, log) -> None:
-    from electra_jax.data.spm import SentencePieceError, save_sentencepiece, train_sentencepiece
+def _train_tokenizer(config: Config, files: list[Path], out: Path, log) -> None:
+    """The run's own vocabulary, of the kind its family names (WordPiece for ELECTRA, SentencePiece unigram for
+    ALBERT), trained as `electra-jax tokenizer train` does: the same reader, skip report and coverage report,
+    and a folder that appears only when complete."""
     data = config.data
-    log(f"training a SentencePiece tokenizer (vocab {data.vocab_size}) on {len(files)} file(s)")
-    lines = (line for document in read_documents([parse_source(str(f)) for f in files], SkipReport())
-             for line in document)
-    try:
-        model = train_sentencepiece(lines, data.vocab_size, lowercase=data.lowercase, strip_accents=data.strip_accents)
-    except SentencePieceError as err:
-        raise ConfigError(f"config: data.vocab_size={data.vocab_size}: {err}") from None
-    save_sentencepiece(model, out, lowercase=data.lowercase, strip_accents=data.strip_accents)
-
-
-def _train_wordpiece(config: Config, files: list[Path], out: Path, log) -> None:
-    data = config.data
-    log(f"training a WordPiece tokenizer (vocab {data.vocab_size}) on {len(files)} file(s)")
-    save_tokenizer(train_wordpiece(files, data.vocab_size, lowercase=data.lowercase,
-                                   strip_accents=data.strip_accents), out)
-
-
-# The run's own vocabulary, of the kind its family names: WordPiece for ELECTRA, SentencePiece unigram for ALBERT.
-TOKENIZER_TRAINERS = {"wordpiece": _train_wordpiece, "sentencepiece": _train_sentencepiece}
+    kind = family_of(config.model).tokenizer
+    log(f"training a {kind} tokenizer (vocab {data.vocab_size}) on {len(files)} file(s)")
+    options = VocabularyOptions(kind=kind, vocab_size=data.vocab_size, lowercase=data.lowercase,
+                                strip_accents=data.strip_accents)
+    train_vocabulary([str(f) for f in files], out, options, log=log)
 
 
 def _check_layout(metadata: dict, folder: Path, seq_len: int, data_format: str) -> None:
@@ -165,29 +167,97 @@ def held_out_split(config: Config, data_folder: Path, metadata: dict) -> tuple[P
 
 # ---------------------------------------------------------------------------- making the run directory
 
+@contextlib.contextmanager
+def hold_run_dir(run_dir: Path, command: str):
+    """The run directory's lock for the block: one trainer per run directory. Process 0 of a multi-process run
+    holds it for all of them; when it cannot, every process stops with the same one line."""
+    refused = None
+    with contextlib.ExitStack() as stack:
+        if jax.process_index() == 0:
+            try:
+                stack.enter_context(run_lock(run_dir, command))
+            except ConfigError as err:
+                refused = err
+        if jax.process_count() > 1:
+            anyone = int(multihost_utils.broadcast_one_to_all(np.int32(refused is not None)))
+            if anyone and refused is None:
+                refused = RunDirInUse(f"{command}: process 0 could not take {run_dir}; see its message")
+        if refused is not None:
+            raise refused
+        yield
+
+
 def _quiet(*_):
     pass
 
 
+def finished_checkpoints(run_dir: Path) -> list[int]:
+    """Steps of the finished checkpoints on disk (an Orbax save in flight has a temporary name)."""
+    folder = run_dir / "checkpoints"
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+
+# A checkpoint's state has the shapes of these settings, and its data position counts batches of these: a
+# resume keeps them. (Everything else, such as the learning rate, steps or dropout, may change on resume.)
+RESUME_FIXED = {
+    "model": ("architecture", "vocab_size", "embedding_size", "hidden_size", "num_layers", "num_heads",
+              "intermediate_size", "generator_fraction", "generator_hidden", "generator_heads",
+              "generator_intermediate", "num_hidden_groups", "inner_group_num", "max_position_embeddings",
+              "type_vocab_size", "param_dtype"),
+    "optimizer": ("kind",),
+    "data": ("seq_len", "seed"),
+    "train": ("batch_size",),
+}
+
+
+def check_resume(config: Config, run_dir: Path) -> None:
+    """A run directory with checkpoints resumes only with the settings its state and data position were made
+    with (compared with its config.yaml): a change is refused in one line before anything is written."""
+    steps = finished_checkpoints(run_dir)
+    saved_path = run_dir / "config.yaml"
+    if not steps or not saved_path.is_file():
+        return
+    saved, given = to_dict(load_config(saved_path)), to_dict(config)
+    for section, names in RESUME_FIXED.items():
+        if steps[-1] == 0 and section in ("data", "train"):  # an import: no data position to keep
+            continue
+        for name in names:
+            was, now = saved[section][name], given[section][name]
+            if was != now and not (section, name, now) == ("model", "vocab_size", 0):  # 0: from the tokenizer
+                command = family_of(config.model).trained_by
+                raise ConfigError(f"{command}: {section}.{name}={now}, but the run in {run_dir} was made with "
+                                  f"{section}.{name}={was} (checkpoints up to step {steps[-1]}); a checkpoint keeps "
+                                  f"it: resume with {section}.{name}={was}, or start a new run with another "
+                                  f"--run-dir")
+
+
 def start_run(config: Config, run_dir: Path, log=print):
     """Make the run directory: the tokenizer and packed corpus (once, on process 0; the other processes then
-    read them) and the resolved config. Returns (config with the vocabulary size, data folder, its metadata,
-    this process's log: process 0 speaks for the run)."""
+    read them), and check a resume's settings. Returns (config with the vocabulary size, data folder, its
+    metadata, this process's log: process 0 speaks for the run). config.yaml is written by `record_config`
+    once the state is restored or initialised."""
     is_main = jax.process_index() == 0
     if not is_main:
         log = _quiet
     run_dir.mkdir(parents=True, exist_ok=True)
+    check_resume(config, run_dir)  # before any data work (another data.seq_len would pack the corpus again)
     warning = masking_warning(config)
     if warning:
         log(warning)
     if is_main:
         config_with_vocab, data_folder, metadata = prepare_data(config, run_dir, log)
-        save_config(config_with_vocab, run_dir / "config.yaml")
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("electra-jax: run directory ready")
     config, data_folder, metadata = (config_with_vocab, data_folder, metadata) if is_main else prepare_data(
         config, run_dir, log)
+    check_resume(config, run_dir)  # the vocabulary size, now known
     return config, data_folder, metadata, log
+
+
+def record_config(config: Config, run_dir: Path) -> None:
+    """config.yaml of the accepted run: what the next checkpoints are made with (process 0)."""
+    if jax.process_index() == 0:
+        save_config(config, run_dir / "config.yaml")
 
 
 # ---------------------------------------------------------------------------- a distillation's teacher
@@ -203,7 +273,7 @@ def check_teacher_record(run_dir: Path, record: dict, write: bool) -> None:
     finished = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())  # not Orbax's tmp
     if not finished:
         if write:
-            path.write_text(json.dumps(record, indent=2) + "\n")
+            write_atomic(path, json.dumps(record, indent=2) + "\n")
         return
     if not path.is_file():
         raise ConfigError(f"distill: {run_dir} holds checkpoints but no {TEACHER_RECORD}; it is not a "
@@ -236,8 +306,9 @@ def locate_checkpoint(source: str | Path, step: int | None) -> tuple[Path, int |
     return path, step
 
 
-def load_run_params(run_dir: Path, step: int | None) -> tuple[Config, dict, int]:
-    """The run's config and the parameters of `step` (default: the newest finished checkpoint)."""
+def load_run_params(run_dir: Path, step: int | None, log=print) -> tuple[Config, dict, int]:
+    """The run's config and the parameters of `step` (default: the newest finished checkpoint that restores;
+    a damaged one is passed over with a warning)."""
     import jax
 
     from electra_jax.checkpoint import Checkpointer
@@ -250,12 +321,12 @@ def load_run_params(run_dir: Path, step: int | None) -> tuple[Config, dict, int]
         steps = checkpointer.all_steps()  # finished checkpoints only: a save in flight is not listed
         if not steps:
             raise FileNotFoundError(f"export: {run_dir / 'checkpoints'} holds no finished checkpoint yet")
-        if step is None:
-            step = steps[-1]
-        elif step not in steps:
+        if step is not None and step not in steps:
             raise ValueError(f"export: no checkpoint for step {step} in {run_dir / 'checkpoints'} "
                              f"(there are: {', '.join(map(str, steps))})")
-        params = checkpointer.restore_params(step, abstract.params)
+        # The newest that restores (or the one asked for, with no fallback: another step is not what was asked).
+        step, params, _ = checkpointer.restore_newest(lambda s: checkpointer.restore_params(s, abstract.params),
+                                                      log=log, steps=steps if step is None else [step])
     finally:
         checkpointer.close()
     return config, jax.tree.map(np.asarray, params), step

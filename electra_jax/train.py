@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.experimental import multihost_utils
 
 from electra_jax.checkpoint import Checkpointer
 from electra_jax.config import Config, ConfigError
@@ -28,7 +29,7 @@ from electra_jax.mesh import batch_sharding, logical_rules, make_mesh, replicate
 from electra_jax.metrics import MetricWriter, plot_metrics
 from electra_jax.objectives.base import Objective
 from electra_jax.preemption import PreemptionWatch
-from electra_jax.run_dir import check_inputs, held_out_split, special_ids, start_run
+from electra_jax.run_dir import check_inputs, held_out_split, hold_run_dir, record_config, special_ids, start_run
 from electra_jax.state import TrainState, build_model, build_optimizer, state_shardings
 from electra_jax.validation import validate
 
@@ -134,10 +135,10 @@ def _check_finite(step: int, values: dict[str, float], checkpointer: Checkpointe
     if bad:
         checkpointer.wait()  # let an in-flight save of an earlier, good step finish intact
         latest = checkpointer.latest_step()
+        kept = f"the last good checkpoint is step {latest}" if latest is not None else "no checkpoint yet"
         raise NonFiniteLossError(
-            f"non-finite {', '.join(bad)} at step {step} (loss={values['loss']}); stopped without saving. "
-            f"Last good checkpoint: step {latest}. Lower optimizer.learning_rate or check the data, then rerun "
-            f"to resume.")
+            f"non-finite {', '.join(bad)} at step {step} (loss={values['loss']}); stopped without saving ({kept}). "
+            f"Lower optimizer.learning_rate or check the data, then rerun to resume.")
 
 
 def make_evaluate(config: Config, training: Training, held_out: tuple[Path, str], frozen_args: tuple, log):
@@ -181,11 +182,12 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
         raise ConfigError(f"config: model.architecture={family.name} is for imported models and distilled "
                           f"students; pretrain a model of another family (or distil one with `electra-jax distill`)")
     check_inputs(config)
-    config, data_folder, metadata, log = start_run(config, run_dir, log)
-    mesh = make_mesh(config)
-    word_starts = load_text_tokenizer(run_dir / "tokenizer").word_starts() if family.needs_word_starts else None
-    training = setup_training(config, mesh, special_ids(metadata), word_starts)
-    return train_loop(config, run_dir, training, data_folder, training.init, log, progress)
+    with hold_run_dir(run_dir, "pretrain"):
+        config, data_folder, metadata, log = start_run(config, run_dir, log)
+        mesh = make_mesh(config)
+        word_starts = load_text_tokenizer(run_dir / "tokenizer").word_starts() if family.needs_word_starts else None
+        training = setup_training(config, mesh, special_ids(metadata), word_starts)
+        return train_loop(config, run_dir, training, data_folder, training.init, log, progress)
 
 
 def train_loop(config: Config, run_dir: Path, training: Training, data_folder: Path, init, log=print,
@@ -202,12 +204,17 @@ def train_loop(config: Config, run_dir: Path, training: Training, data_folder: P
     data = PretrainingData(data_folder, config.train.batch_size, config.data.seed, jax.process_index(),
                            jax.process_count())
     checkpointer = Checkpointer(run_dir / "checkpoints", config.checkpoint)
-    start = checkpointer.latest_step()
+    start, state, damaged = checkpointer.restore_newest(
+        lambda step: checkpointer.restore(step, training.abstract_state, data), log)
+    if jax.process_count() > 1:  # every process must stand at the same step
+        multihost_utils.assert_equal(-1 if start is None else start, "electra-jax: processes resumed different steps")
+    if damaged and is_main:
+        checkpointer.set_aside(damaged, log)
     if start is not None:  # step 0 is an imported model
-        state = checkpointer.restore(start, training.abstract_state, data)
         log(f"resumed from step {start} in {run_dir / 'checkpoints'}")
     else:
         start, state = 0, init()
+    record_config(config, run_dir)  # accepted: the checkpoints from here on are made with this config
     end = config.train.steps
     if config.train.stop_after:
         end = min(end, start + config.train.stop_after)
@@ -219,7 +226,7 @@ def train_loop(config: Config, run_dir: Path, training: Training, data_folder: P
         batch = {name: jax.make_array_from_process_local_data(batch_spec, array) for name, array in local.items()}
         return batch, batch_hash({"input_ids": local["input_ids"]})
 
-    writer = MetricWriter(run_dir, enabled=is_main)
+    writer = MetricWriter(run_dir, enabled=is_main, resume_step=start)  # steps past `start` are logged anew
     bar = None
     if progress and is_main:
         from tqdm import tqdm
@@ -253,7 +260,7 @@ def train_loop(config: Config, run_dir: Path, training: Training, data_folder: P
     # the heap that keeps freed memory (host_memory.py) fragments to about three times the step's working set,
     # so there the previous step is finished before the next is dispatched.
     one_step_in_flight = batch_spec.mesh.devices.flat[0].platform == "cpu"  # the devices the step runs on
-    preempted_at = None
+    preempted_at, stop_signal = None, None
     try:
         with PreemptionWatch() as watch:
             for step in range(start + 1, end + 1):
@@ -277,7 +284,7 @@ def train_loop(config: Config, run_dir: Path, training: Training, data_folder: P
                 if save:
                     checkpointer.save(step, state, data)
                 if preempted:
-                    preempted_at = step
+                    preempted_at, stop_signal = step, watch.name
                     break
         if pending is not None:
             handle(*pending)
@@ -288,9 +295,9 @@ def train_loop(config: Config, run_dir: Path, training: Training, data_folder: P
         checkpointer.close()
     plot = plot_metrics(writer.path, run_dir / "curves.png") if is_main and writer.path.exists() else None
     if preempted_at is not None:
-        log(f"preempted (SIGTERM): saved step {preempted_at} in {run_dir / 'checkpoints'}; run the same command "
+        log(f"stopped on {stop_signal}: saved step {preempted_at} in {run_dir / 'checkpoints'}; run the same command "
             f"again to resume")
     return {"run_dir": run_dir, "start_step": start, "end_step": preempted_at or end, "final": last_values,
-            "preempted": preempted_at is not None,
+            "preempted": preempted_at is not None, "signal": stop_signal,
             "checkpoints": run_dir / "checkpoints", "metrics": writer.path, "plot": plot,
             "tensorboard": run_dir / "tensorboard"}

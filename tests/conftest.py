@@ -46,8 +46,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(tiny_corpus, tmp_path_factory):
-    # Two run directories compared step by step must share a vocabulary (tokenizer training breaks
-    # frequency ties in hash order); a resumed run reuses its own saved tokenizer anyway.
+    # Trained once for the session: tests that compare run directories step by step give them this one.
     from electra_jax.data.tokenizer import save_tokenizer, train_wordpiece
     out = tmp_path_factory.mktemp("tokenizer")
     save_tokenizer(train_wordpiece([tiny_corpus], 300), out)

@@ -31,3 +31,10 @@ def test_bench_reports_speed_and_utilisation(tmp_path, capsys):
     assert result["compile_s"] > 0 and result["step_s"] > 0 and math.isfinite(result["loss"])
     assert result["tokens_per_s"] == pytest.approx(16 * 32 / result["step_s"])
     assert 0 < result["mfu"] < 1 and result["peak_memory_gib"] > 0
+
+
+@pytest.mark.parametrize("argv", [["--steps", "0"], ["--warmup", "-1"]])
+def test_bench_refuses_no_timed_steps_in_one_line(argv, capsys):
+    assert main(["bench", "--config", str(REPO / "configs" / "electra_smoke.yaml"), *argv]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and "--steps must be at least 1" in errors[0]

@@ -71,6 +71,10 @@ def test_overrides_and_yaml_numbers():
     (["schedule.restarts=[200, 100]"], "schedule.restarts"),
     (["schedule.warmup_steps=2500"], "schedule.warmup_steps"),
     (["objective.max_predictions=100"], "objective.max_predictions"),
+    (["optimizer.learning_rate=.nan"], "optimizer.learning_rate"),
+    (["optimizer.learning_rate=nan"], "optimizer.learning_rate"),
+    (["optimizer.weight_decay=.inf"], "optimizer.weight_decay"),
+    (["objective.mask_prob=-inf"], "objective.mask_prob"),
 ])
 def test_config_errors_name_the_field(overrides, field):
     with pytest.raises(ConfigError) as err:

@@ -167,9 +167,11 @@ def test_sentence_pair_classification(danish):
     out = danish / "classify"
     _cli("finetune", "--task", "classify", "--train", str(danish / "pairs_train.tsv"), "--dev",
          str(danish / "pairs_dev.tsv"), "--text-field", "premise", "--pair-field", "hypothesis", "--init",
-         str(danish / "run"), "--out", str(out), "--epochs", "3", "--learning-rate", "1e-3", "--seq-len", "64")
+         str(danish / "run"), "--out", str(out), "--epochs", "5", "--learning-rate", "1e-3", "--seq-len", "64")
     results = json.loads((out / "results.json").read_text())
-    # Measured here: 1.00 from the second epoch on, for each of 4 seeds; chance is 0.5.
+    # Chance is 0.5. The loss sits at chance for an epoch or two, then falls at once: measured here, with 3
+    # epochs seeds 0, 1, 2 ended at 0.53, 1.00, 1.00 dev accuracy; with 5 (the decay keeps the learning rate up
+    # longer) seed 0 reaches 1.00 at its third epoch.
     assert results["dev"]["mean"] > 0.9 and results["runs"][0]["dev"]["macro_f1"] > 0.9, results["dev"]
     _assert_hf_parity(danish / "run", out / "hf", per_token=False)
     import transformers

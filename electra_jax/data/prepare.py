@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Iterator
 
 from electra_jax.data.packing import PACKERS, record_dtype
-from electra_jax.data.sources import SkipReport, check_source, parse_source, read_documents, source_size
+from electra_jax.data.sources import (SkipReport, check_source, parse_source, read_documents, skipped_line,
+                                      source_size)
 from electra_jax.data.text_tokenizer import copy_tokenizer, load_text_tokenizer
-from electra_jax.hf.staging import refuse_nonempty, staged_folder
+from electra_jax.storage import refuse_nonempty, staged_folder
 
 UNIT_CHARS = 1 << 18  # text per work unit: fixed, so unit boundaries never depend on the worker count
 METADATA = "metadata.json"
@@ -234,7 +235,7 @@ def prepare(inputs: list[str], tokenizer_dir: str | Path, out_dir: str | Path, o
                 bar.close()
         if not totals["examples"]:
             raise PrepareError(f"prepare: no text found in {', '.join(inputs)} (see what was skipped: "
-                               f"{_skipped_line(report.as_dict()) or 'nothing'})")
+                               f"{skipped_line(report.as_dict()) or 'nothing'})")
         if options.eval_fraction and not eval_totals["examples"]:
             raise PrepareError(f"prepare: --eval-fraction {options.eval_fraction} held out no document of "
                                f"{totals['documents']:,}; raise it, or separate documents with blank lines")
@@ -285,27 +286,6 @@ def _metadata(sources, tokenizer, options: PackOptions, shards, totals, report: 
     }
 
 
-SKIPPED_FILES = {"empty_files": "empty files", "binary_files": "binary or non-UTF-8 files",
-                 "damaged_files": "damaged files, read up to the damage"}
-SKIPPED_COUNTS = {"binary_lines_dropped": "binary or non-UTF-8 lines dropped",
-                  "invalid_utf8_lines_repaired": "invalid UTF-8 lines repaired",
-                  "invalid_utf8_bytes_removed": "invalid UTF-8 bytes removed",
-                  "overlong_lines_split": "overlong lines split", "documents_split": "documents split",
-                  "empty_records": "empty records"}
-
-
-def _skipped_line(skipped: dict) -> str:
-    parts = []
-    for key, label in SKIPPED_FILES.items():
-        if skipped[key]:
-            parts.append(f"{len(skipped[key])} {label} ({', '.join(skipped[key][:3])}"
-                         f"{', ...' if len(skipped[key]) > 3 else ''})")
-    for key, label in SKIPPED_COUNTS.items():
-        if skipped[key]:
-            parts.append(f"{skipped[key]:,} {label}")
-    return "; ".join(parts)
-
-
 def summary_lines(metadata: dict, seconds: float, workers: int) -> list[str]:
     c, s = metadata["counts"], metadata["skipped"]
     megabytes = c["bytes"] / 1e6
@@ -324,7 +304,7 @@ def summary_lines(metadata: dict, seconds: float, workers: int) -> list[str]:
         e = metadata["eval"]
         lines.append(f"held out for evaluation: {e['examples']:,} examples ({e['tokens']:,} tokens) from "
                      f"{e['documents']:,} documents (eval fraction {e['fraction']}), in the eval-* shards")
-    skipped = _skipped_line(s)
+    skipped = skipped_line(s)
     dropped = [f"{c[k]:,} {k.replace('_', ' ')}" for k in ("empty_documents", "too_short_for_a_pair") if c[k]]
     lines.append("skipped or repaired: " + ("; ".join(filter(None, [skipped, *dropped])) or "nothing"))
     return lines

@@ -37,9 +37,33 @@ class SkipReport:
     empty_records: int = 0  # dataset records without text
     documents_split: int = 0  # documents over MAX_DOCUMENT_CHARS, cut at a line
     damaged_files: list[str] = dataclasses.field(default_factory=list)  # unreadable past some point (e.g. a cut .gz)
+    overlong_words_dropped: int = 0  # tokenizer training only: words the tokenizer would encode as one unknown
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+SKIPPED_FILES = {"empty_files": "empty files", "binary_files": "binary or non-UTF-8 files",
+                 "damaged_files": "damaged files, read up to the damage"}
+SKIPPED_COUNTS = {"binary_lines_dropped": "binary or non-UTF-8 lines dropped",
+                  "invalid_utf8_lines_repaired": "invalid UTF-8 lines repaired",
+                  "invalid_utf8_bytes_removed": "invalid UTF-8 bytes removed",
+                  "overlong_lines_split": "overlong lines split", "documents_split": "documents split",
+                  "empty_records": "empty records",
+                  "overlong_words_dropped": "words over the tokenizer's length limit left out of training"}
+
+
+def skipped_line(skipped: dict) -> str:
+    """What a SkipReport (as a dict) counted, in one line; '' when nothing was skipped or repaired."""
+    parts = []
+    for key, label in SKIPPED_FILES.items():
+        if skipped.get(key):
+            parts.append(f"{len(skipped[key])} {label} ({', '.join(skipped[key][:3])}"
+                         f"{', ...' if len(skipped[key]) > 3 else ''})")
+    for key, label in SKIPPED_COUNTS.items():
+        if skipped.get(key):
+            parts.append(f"{skipped[key]:,} {label}")
+    return "; ".join(parts)
 
 
 class SourceError(ValueError):

@@ -5,12 +5,16 @@ tied them together and silently stripped å, ø, ñ from cased vocabularies). De
 """
 from __future__ import annotations
 
+import collections
 import json
 import re
+import unicodedata
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from electra_jax.data.sources import SkipReport
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _UNUSED = re.compile(r"\[unused\d+\]")
@@ -21,31 +25,114 @@ def unused_tokens(count: int) -> list[str]:
     return [f"[unused{i}]" for i in range(count)]
 
 
-def train_wordpiece(files_or_lines: Iterable[str | Path] | Iterator[str], vocab_size: int, *, lowercase: bool = False,
-                    strip_accents: bool = False, min_frequency: int = 2, limit_alphabet: int | None = None,
-                    unused: int = 0) -> Tokenizer:
-    """Train on text files (a list of paths) or on an iterator of lines."""
+MAX_WORD_CHARS = 100  # the WordPiece model's max_input_chars_per_word: a longer word encodes as one [UNK]
+MAX_TRAINER_LINE_CHARS = 500  # longer lines reach the trainer in pieces, cut between words: the
+# trainer counts words, so where a line is cut changes nothing, but its memory grows with the length of a line
+_PUNCTUATION = re.compile(r"([^\w\s])")  # kept as pieces of their own
+
+
+def train_wordpiece(lines: Sequence[str | Path] | Callable[[], Iterable[str]], vocab_size: int, *,
+                    lowercase: bool = False, strip_accents: bool = False, min_frequency: int = 2,
+                    limit_alphabet: int | None = None, unused: int = 0, report: SkipReport | None = None) -> Tokenizer:
+    """Train on text files (paths, read through `sources`' reader) or on `lines()`, a function giving the same
+    lines each time it is called: the corpus is read twice, once for its alphabet and once to train.
+
+    The same corpus and options give the same vocabulary, byte for byte. The `tokenizers` trainer breaks ties
+    between equally frequent pairs by token id, and it numbers each continuation piece "##c" when it first
+    meets it while walking a hash map (tokenizers issue #1794), so ties fell differently from run to run.
+    Here every "##c" of the alphabet is named to the trainer up front, in sorted order, so the trainer's
+    ids, and with them every tie, are fixed. With `limit_alphabet` the kept characters are chosen here too
+    (most frequent first, ties by code point): the trainer's own choice breaks count ties by hash order."""
+    report = SkipReport() if report is None else report
+    if not callable(lines):
+        lines = _file_lines([str(f) for f in lines])
     reserved = [*SPECIAL_TOKENS, *unused_tokens(unused)]
     tokenizer = wordpiece_from_vocab({token: i for i, token in enumerate(reserved)}, lowercase=lowercase,
                                      strip_accents=strip_accents)
-    options = {} if limit_alphabet is None else {"limit_alphabet": limit_alphabet}
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=reserved,
-                                        continuing_subword_prefix="##", show_progress=False, **options)
-    if isinstance(files_or_lines, Iterator):
-        tokenizer.train_from_iterator(files_or_lines, trainer)
-    else:
-        files = [str(f) for f in files_or_lines]
-        for f in files:
-            if not Path(f).is_file():
-                raise FileNotFoundError(f"tokenizer: input file not found: {f}")
-        tokenizer.train(files, trainer)
-    # The trainer numbers "##" pieces in hash-map order (tokenizers issue #1794), so ids differ from run to
-    # run. Matching depends only on which pieces exist: renumber them in a fixed order. (On exact frequency
-    # ties the chosen pieces themselves can still differ; a run directory keeps its tokenizer for resume.)
+    alphabet = _alphabet(tokenizer.normalizer, _trainer_lines(lines(), SkipReport()))
+    kept = sorted(alphabet, key=lambda c: (-alphabet[c], c))[:limit_alphabet] if limit_alphabet else list(alphabet)
+    continuations = [f"##{c}" for c in sorted(kept) if not _stands_alone(c)]
+    options = {} if limit_alphabet is None else {"limit_alphabet": limit_alphabet, "initial_alphabet": kept}
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                        special_tokens=[*reserved, *continuations], continuing_subword_prefix="##",
+                                        show_progress=False, **options)
+    tokenizer.train_from_iterator(_trainer_lines(lines(), report), trainer)
+    # Ids in a fixed order (the trainer's own follow the same hash-map walk): single characters, then
+    # continuation characters, then longer pieces, each alphabetical.
     pieces = [t for t in tokenizer.get_vocab() if t not in reserved]
     pieces.sort(key=lambda t: (len(t.removeprefix("##")) > 1, t.startswith("##"), t))
     vocab = {token: i for i, token in enumerate([*reserved, *pieces])}
     return wordpiece_from_vocab(vocab, lowercase=lowercase, strip_accents=strip_accents)
+
+
+def _file_lines(paths: list[str]) -> Callable[[], Iterator[str]]:
+    from electra_jax.data.sources import parse_source, read_documents
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"tokenizer: input file not found: {path}")
+    sources = [parse_source(path) for path in paths]
+    return lambda: (line for document in read_documents(sources, SkipReport()) for line in document)
+
+
+def _trainer_lines(lines: Iterable[str], report: SkipReport) -> Iterator[str]:
+    """The lines as the trainer should see them: in pieces of at most MAX_TRAINER_LINE_CHARS (cut between
+    words), without words over MAX_WORD_CHARS (counted in `report`). The model encodes such a word as one
+    [UNK], so it teaches the vocabulary nothing, while the trainer's time grows with the square of a
+    word's length."""
+    for line in lines:
+        words = line.split()
+        if not words:
+            continue
+        if max(map(len, words)) > MAX_WORD_CHARS:
+            words = _short_words(words, report)
+        piece, size = [], 0
+        for word in words:
+            if size + len(word) > MAX_TRAINER_LINE_CHARS and piece:
+                yield " ".join(piece)
+                piece, size = [], 0
+            piece.append(word)
+            size += len(word) + 1
+        if piece:
+            yield " ".join(piece)
+
+
+def _short_words(words: list[str], report: SkipReport) -> list[str]:
+    """`words` with each one over MAX_WORD_CHARS cut at its punctuation (as the pre-tokenizer would) and the
+    pieces still too long left out."""
+    kept = []
+    for word in words:
+        if len(word) <= MAX_WORD_CHARS:
+            kept.append(word)
+            continue
+        for part in filter(None, _PUNCTUATION.split(word)):
+            if len(part) <= MAX_WORD_CHARS:
+                kept.append(part)
+            else:
+                report.overlong_words_dropped += 1
+    return kept
+
+
+def _alphabet(normalizer, lines: Iterable[str]) -> collections.Counter:
+    """How often each character occurs in the words the trainer sees (normalised text, no whitespace)."""
+    counts: collections.Counter = collections.Counter()
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) == 1024:
+            counts.update(normalizer.normalize_str("\n".join(batch)))
+            batch = []
+    counts.update(normalizer.normalize_str("\n".join(batch)))
+    for c in [c for c in counts if c.isspace()]:
+        del counts[c]
+    return counts
+
+
+def _stands_alone(c: str) -> bool:
+    """Punctuation and CJK ideographs are words of their own (BertPreTokenizer, BertNormalizer): no "##c"."""
+    code = ord(c)
+    return (unicodedata.category(c).startswith("P") or 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96
+            or 123 <= code <= 126 or 0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF or 0x20000 <= code <= 0x2A6DF
+            or 0x2A700 <= code <= 0x2CEAF or 0xF900 <= code <= 0xFAFF or 0x2F800 <= code <= 0x2FA1F)
 
 
 def wordpiece_from_vocab(vocab: dict[str, int], *, lowercase: bool, strip_accents: bool) -> Tokenizer:

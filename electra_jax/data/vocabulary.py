@@ -15,9 +15,9 @@ import unicodedata
 from pathlib import Path
 from typing import Iterator
 
-from electra_jax.data.sources import SkipReport, check_source, parse_source, read_documents
+from electra_jax.data.sources import SkipReport, check_source, parse_source, read_documents, skipped_line
 from electra_jax.data.text_tokenizer import load_text_tokenizer
-from electra_jax.hf.staging import staged_folder
+from electra_jax.storage import staged_folder
 
 HELDOUT_EVERY = 100
 HELDOUT_MAX = 20_000
@@ -103,30 +103,41 @@ def train_vocabulary(inputs: list[str], out_dir: str | Path, options: Vocabulary
     sources = [parse_source(spec) for spec in inputs]
     for source in sources:
         check_source(source, options.text_field, options.tfds_data_dir)
-    report = SkipReport()
-    documents = read_documents(sources, report, text_field=options.text_field, tfds_data_dir=options.tfds_data_dir)
-    splitter = _Splitter(options.max_lines)
-    lines = splitter.training_lines(line for document in documents for line in document)
+    passes: list[tuple[SkipReport, _Splitter]] = []
+
+    def training_lines() -> Iterator[str]:
+        """The training lines, from a fresh read of the sources (WordPiece reads them twice)."""
+        passes.append((SkipReport(), _Splitter(options.max_lines)))
+        report, splitter = passes[-1]
+        documents = read_documents(sources, report, text_field=options.text_field, tfds_data_dir=options.tfds_data_dir)
+        return splitter.training_lines(line for document in documents for line in document)
+
+    dropped_words = SkipReport()  # what the WordPiece trainer was not shown
     with staged_folder(out_dir, "tokenizer train") as staging:
         if options.kind == "wordpiece":
             from electra_jax.data.tokenizer import save_tokenizer, train_wordpiece
-            tokenizer = train_wordpiece(lines, options.vocab_size, lowercase=options.lowercase,
+            tokenizer = train_wordpiece(training_lines, options.vocab_size, lowercase=options.lowercase,
                                         strip_accents=options.strip_accents, min_frequency=options.min_frequency,
-                                        limit_alphabet=options.limit_alphabet, unused=options.unused)
+                                        limit_alphabet=options.limit_alphabet, unused=options.unused,
+                                        report=dropped_words)
             save_tokenizer(tokenizer, staging)
         else:
             from electra_jax.data.spm import SentencePieceError, save_sentencepiece, train_sentencepiece
             try:
-                model = train_sentencepiece(lines, options.vocab_size, lowercase=options.lowercase,
+                model = train_sentencepiece(training_lines(), options.vocab_size, lowercase=options.lowercase,
                                             strip_accents=options.strip_accents, unused=options.unused,
                                             character_coverage=options.character_coverage)
             except SentencePieceError as err:
-                if not splitter.trained:
+                if not passes[-1][1].trained:
                     raise VocabularyError(f"tokenizer: no text found in {', '.join(inputs)}") from None
                 raise VocabularyError(f"tokenizer: {err}") from None
             save_sentencepiece(model, staging, lowercase=options.lowercase, strip_accents=options.strip_accents)
+        report, splitter = passes[-1]
+        report.overlong_words_dropped = dropped_words.overlong_words_dropped
         if not splitter.trained:
-            raise VocabularyError(f"tokenizer: no text found in {', '.join(inputs)}")
+            skipped = skipped_line(report.as_dict())
+            raise VocabularyError(f"tokenizer: no text found in {', '.join(inputs)}"
+                                  f"{f' (skipped: {skipped})' if skipped else ''}")
         coverage = coverage_report(load_text_tokenizer(staging), splitter.heldout, splitter.letters)
         coverage.update(trained_lines=splitter.trained, skipped=report.as_dict())
         (staging / "coverage.json").write_text(json.dumps(coverage, indent=2, ensure_ascii=False) + "\n")
@@ -171,4 +182,5 @@ def coverage_lines(coverage: dict, out_dir: Path) -> list[str]:
         (f"letters lost ({len(lost)} of {coverage['letters']}, {coverage['lost_letter_fraction']:.4%} of the "
          f"letters in the corpus): {shown}{', ...' if len(lost) > 20 else ''}") if lost else
         f"letters lost: none (all {coverage['letters']} letters of the corpus are in the vocabulary)",
+        f"skipped or repaired: {skipped_line(coverage['skipped']) or 'nothing'}",
     ]

@@ -85,7 +85,7 @@ def finetune(train: str, dev: str | None, init: str, out_dir: str | Path, test: 
              options: FinetuneOptions = FinetuneOptions(), log=print) -> dict:
     """`dev` None: `options.dev_fraction` of the training examples are held out as dev."""
     from electra_jax.data.text_tokenizer import load_text_tokenizer
-    from electra_jax.hf.staging import refuse_nonempty
+    from electra_jax.storage import refuse_nonempty
     _check_options(options)
     if (dev is None) == (not options.dev_fraction):
         raise FinetuneDataError("finetune: give either --dev FILE or --dev-fraction F (a share of --train held out)")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from electra_jax.hf.staging import refuse_nonempty, staged_folder
+from electra_jax.storage import refuse_nonempty, staged_folder
 
 
 def last_metrics(run_dir: Path, step: int) -> dict:

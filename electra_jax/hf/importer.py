@@ -16,7 +16,7 @@ import numpy as np
 
 from electra_jax.config import Config, load_config, save_config
 from electra_jax.hf.names import BERT_DROPPED, TIED, convert, get_path, set_path
-from electra_jax.hf.staging import refuse_nonempty, staged_folder
+from electra_jax.storage import refuse_nonempty, staged_folder
 from electra_jax.validation import validate
 
 IGNORED = ("embeddings.position_ids",)  # buffers some older checkpoints carry
@@ -30,23 +30,44 @@ class HFImportError(ValueError):
 
 def read_tensors(folder: Path) -> dict[str, np.ndarray]:
     """model.safetensors (or its sharded index), else pytorch_model.bin via torch.load(weights_only=True)."""
-    from safetensors.numpy import load_file
     if (folder / "model.safetensors").is_file():
-        return load_file(str(folder / "model.safetensors"))
+        return _safetensors(folder / "model.safetensors")
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return {name: array for shard in shards for name, array in load_file(str(folder / shard)).items()}
+        return {name: array for shard in shards for name, array in _safetensors(folder / shard).items()}
     if (folder / "pytorch_model.bin").is_file():
-        try:
-            import torch
-        except ImportError:
-            raise HFImportError(f"import: {folder}/pytorch_model.bin needs torch to read "
-                               f"(pip install torch==2.13.0), or convert it to model.safetensors") from None
-        state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        return {name: tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy()
-                for name, tensor in state.items()}
+        return _pickled(folder / "pytorch_model.bin")
     raise HFImportError(f"import: {folder} has no model.safetensors or pytorch_model.bin")
+
+
+def _safetensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+    try:
+        return load_file(str(path))
+    except SafetensorError as err:  # a truncated download, most often
+        raise HFImportError(f"import: {path} is damaged or incomplete ({err}); download or export it again") from None
+
+
+def _pickled(path: Path) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError:
+        raise HFImportError(f"import: {path} needs torch to read (pip install torch==2.13.0), or convert it to "
+                            f"model.safetensors") from None
+    import pickle
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refuses every object that is not a tensor or a container
+        raise HFImportError(f"import: {path} holds Python objects other than tensors, and loading them could run "
+                            f"code, so it is refused; get the weights as model.safetensors from a trusted "
+                            f"source") from None
+    except (RuntimeError, EOFError) as err:  # torch's words for a cut or corrupt zip archive
+        raise HFImportError(f"import: {path} is damaged or incomplete ({str(err).splitlines()[0]}); download "
+                            f"it again") from None
+    return {name: tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy()
+            for name, tensor in state.items()}
 
 
 def hf_family(config: dict, where: Path):
