@@ -32,6 +32,7 @@ TINY = ["model.embedding_size=16", "model.hidden_size=32", "model.num_layers=2",
         "train.log_every=1", "schedule.warmup_steps=2", "checkpoint.keep=5"]
 ENV = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, "JAX_PLATFORMS": "cpu"}
 CASES = {}
+TRANSCRIPT: list[str] = []  # every command's output in the case being run; kept in its folder as outputs.log
 
 
 def case(name: str):
@@ -67,6 +68,7 @@ def cli(*argv, wrap=(), timeout=600) -> Result:
     start = time.perf_counter()
     done = subprocess.run([*wrap, sys.executable, "-m", "electra_jax", *map(str, argv)], capture_output=True,
                           text=True, env=ENV, cwd=REPO, timeout=timeout)
+    TRANSCRIPT.append(f"$ electra-jax {' '.join(map(str, argv))}\n{done.stdout}{done.stderr}")
     return Result(done.returncode, done.stdout, done.stderr, time.perf_counter() - start)
 
 
@@ -370,6 +372,8 @@ def main() -> int:
         except Exception as err:  # noqa: BLE001 - a case that breaks is a failed case, reported in its row
             ok, said = False, f"the case itself failed: {type(err).__name__}: {err}"
         failed += not ok
+        (folder / "outputs.log").write_text("\n".join(TRANSCRIPT))
+        TRANSCRIPT.clear()
         rows.append((name, "kept" if ok else "FAILED", f"{time.perf_counter() - start:.0f} s", said))
         print(f"{name} ... {'ok' if ok else 'FAILED'}", file=sys.stderr, flush=True)
     print()

@@ -53,9 +53,11 @@ _READ_ONLY_NOTICE = _ReadOnlyNotice()
 
 
 def _quiet_abandoned_reads() -> None:
-    """A restore that fails leaves TensorStore reads in flight: their callbacks later post to the closed asyncio
-    loop of that restore ("Event loop is closed") and their coroutines die with the read error, each reported
-    through sys.unraisablehook (hundreds of tracebacks). Those, and only those, are dropped from then on."""
+    """A restore that fails leaves TensorStore reads in flight: their callbacks post to the closed asyncio loop
+    of that restore ("Event loop is closed", from TensorStore's threads through sys.excepthook) and their
+    coroutines die with the read error (sys.unraisablehook, asyncio's logger): hundreds of tracebacks. Those,
+    and only those, are dropped. Installed before the first read, since the first callbacks fire while the
+    failed restore is still unwinding."""
     previous = sys.unraisablehook
     if getattr(previous, "electra_jax_filter", False):
         return
@@ -70,6 +72,23 @@ def _quiet_abandoned_reads() -> None:
 
     hook.electra_jax_filter = True
     sys.unraisablehook = hook
+    previous_excepthook = sys.excepthook
+
+    def excepthook(kind, value, trace):  # the same callbacks, when run from a TensorStore thread
+        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+            previous_excepthook(kind, value, trace)
+
+    sys.excepthook = excepthook
+    logging.getLogger("asyncio").addFilter(_AbandonedOrbaxTask())
+
+
+class _AbandonedOrbaxTask(logging.Filter):
+    """asyncio's "Task exception was never retrieved" for an orbax read task of a restore that failed (it is
+    logged when the task is collected, often at exit)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Task exception was never retrieved") and f"{os.sep}orbax{os.sep}" in message)
 
 
 class Checkpointer:
@@ -136,13 +155,14 @@ class Checkpointer:
         that restores; (None, None, []) when there is none. Fails in one line when none of them restores."""
         steps = self.all_steps() if steps is None else steps
         failed: list[tuple[int, str]] = []
+        if steps:
+            _quiet_abandoned_reads()
         for step in reversed(steps):
             try:
                 return step, restore(step), [s for s, _ in failed]
             except DataSpecChanged:
                 raise
             except Exception as err:  # orbax, tensorstore and grain raise many kinds for a damaged file
-                _quiet_abandoned_reads()
                 failed.append((step, failure_reason(err)))
                 older = [s for s in steps if s < step]
                 log(f"warning: checkpoint {step} in {self.directory} does not restore ({failed[-1][1]}); left on "
