@@ -84,7 +84,9 @@ def test_training_gradients_agree_between_cpu_and_xla_ops(preset):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=jax.tree_util.keystr(path))
 
 
-@pytest.mark.parametrize("preset", ["electra_small.yaml", pytest.param("albert_base.yaml", marks=pytest.mark.slow)])
+# make test-fast lowers the smoke preset (the same kernels); the full-size presets run in the whole suite
+@pytest.mark.parametrize("preset", ["electra_smoke.yaml", pytest.param("electra_small.yaml", marks=pytest.mark.slow),
+                                    pytest.param("albert_base.yaml", marks=pytest.mark.slow)])
 def test_auto_lowers_the_cpu_kernels_only_for_a_cpu(preset):
     config = load_config(REPO / "configs" / preset, ["model.vocab_size=30000", "train.batch_size=2", "mesh.data=1",
                                                      "model.ops=auto"])
