@@ -84,8 +84,9 @@ def jax_step(config, ids, segments):
 
     specials = SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
     from electra_jax.families import family_of
-    albert = family_of(config.model).needs_word_starts
-    word_starts = synthetic_word_starts(config.model.vocab_size) if albert else None
+    family = family_of(config.model)
+    albert = family.data_format == "albert"
+    word_starts = synthetic_word_starts(config.model.vocab_size) if family.needs_word_starts(config) else None
     training = setup_training(config, make_mesh(config, jax.devices()[:1]), specials, word_starts)
     batch = {"input_ids": ids, "segment_ids": segments, **({"sop_label": sop_labels(len(ids))} if albert else {})}
     batch = {name: jax.device_put(array, training.batch_sharding) for name, array in batch.items()}

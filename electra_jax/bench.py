@@ -83,7 +83,7 @@ def bench(config: Config, steps: int = 10, warmup: int = 2, log=print) -> dict:
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=vocab))
     validate(config, jax.device_count())
     devices = jax.devices()
-    word_starts = np.random.default_rng(0).random(vocab) < 0.7 if family.needs_word_starts else None
+    word_starts = np.random.default_rng(0).random(vocab) < 0.7 if family.needs_word_starts(config) else None
     training = setup_training(config, make_mesh(config), SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4),
                               word_starts)
     batch = {name: jax.make_array_from_process_local_data(training.batch_sharding, array)

@@ -38,6 +38,7 @@ class ModelConfig:
     generator_hidden: int = 0
     generator_heads: int = 0
     generator_intermediate: int = 0
+    generator_layers: int = 0  # 0: as many as the discriminator (DeBERTaV3's generator has half)
     num_hidden_groups: int = 1  # ALBERT: groups of shared layers
     inner_group_num: int = 1  # ALBERT: layers in each group
     max_position_embeddings: int = 512
@@ -65,6 +66,10 @@ class ModelConfig:
     @property
     def generator_intermediate_size(self) -> int:
         return self.generator_intermediate or 4 * self.generator_hidden_size
+
+    @property
+    def generator_num_layers(self) -> int:
+        return self.generator_layers or self.num_layers
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,13 @@ class ObjectiveConfig:
     sampler: str = "inverse_cdf"  # or "gumbel": the same distribution, one noise draw per vocabulary entry
     random_token_prob: float = 0.0  # ALBERT/BERT: share of selected positions given a random token
     max_ngram: int = 3  # ALBERT: whole-word n-grams of up to this many words, p(n) ~ 1/n
+    # ELECTRA: select whole words (a token and its ## continuations) until the mask_prob budget is met
+    whole_word_masking: bool = False
+    # ELECTRA's embeddings between the towers: full (one table, both losses train it; google-research/electra) |
+    # gdes (DeBERTaV3's gradient-disentangled sharing: the discriminator reads stop_gradient(E) + its own
+    # zero-initialised delta, so E learns from the generator's MLM loss only and the delta from RTD only) |
+    # none (a table per tower)
+    embedding_sharing: str = "full"
 
 
 @dataclass(frozen=True)

@@ -202,9 +202,10 @@ def finished_checkpoints(run_dir: Path) -> list[int]:
 RESUME_FIXED = {
     "model": ("architecture", "vocab_size", "embedding_size", "hidden_size", "num_layers", "num_heads",
               "intermediate_size", "generator_fraction", "generator_hidden", "generator_heads",
-              "generator_intermediate", "num_hidden_groups", "inner_group_num", "max_position_embeddings",
+              "generator_intermediate", "generator_layers", "num_hidden_groups", "inner_group_num", "max_position_embeddings",
               "type_vocab_size", "param_dtype"),
     "optimizer": ("kind",),
+    "objective": ("embedding_sharing",),
     "data": ("seq_len", "seed"),
     "train": ("batch_size",),
 }

@@ -30,7 +30,7 @@ class TrainState:
 
 def build_model(config: Config) -> nn.Module:
     """The Flax module of the run's family (ELECTRA's generator + discriminator, ALBERT, BERT)."""
-    return family_of(config.model).model(config.model)
+    return family_of(config.model).build(config)
 
 
 def _dummy_inputs(config: Config):

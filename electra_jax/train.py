@@ -185,7 +185,7 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
     with hold_run_dir(run_dir, "pretrain"):
         config, data_folder, metadata, log = start_run(config, run_dir, log)
         mesh = make_mesh(config)
-        word_starts = load_text_tokenizer(run_dir / "tokenizer").word_starts() if family.needs_word_starts else None
+        word_starts = load_text_tokenizer(run_dir / "tokenizer").word_starts() if family.needs_word_starts(config) else None
         training = setup_training(config, mesh, special_ids(metadata), word_starts)
         return train_loop(config, run_dir, training, data_folder, training.init, log, progress)
 

@@ -43,6 +43,20 @@ def validate(config: Config, num_devices: int | None = None) -> None:
     if m.architecture == "electra" and m.generator_hidden_size % m.generator_num_heads:
         raise ConfigError(f"config: model.generator_fraction={m.generator_fraction} gives generator hidden "
                           f"{m.generator_hidden_size}, not divisible by its {m.generator_num_heads} heads")
+    if m.generator_layers < 0:
+        raise ConfigError(f"config: model.generator_layers must be >= 0 (0: as many as model.num_layers), "
+                          f"got {m.generator_layers}")
+    if o.embedding_sharing not in ("full", "gdes", "none"):
+        raise ConfigError(f"config: objective.embedding_sharing must be full, gdes or none, got {o.embedding_sharing!r}")
+    if m.architecture != "electra":
+        for name, value, default in (("model.generator_layers", m.generator_layers, 0),
+                                     ("objective.embedding_sharing", o.embedding_sharing, "full")):
+            if value != default:
+                raise ConfigError(f"config: {name}={value} is an ELECTRA option (a generator and a discriminator); "
+                                  f"a {m.architecture} model has one tower: leave it out")
+    if o.whole_word_masking and m.architecture != "electra":
+        raise ConfigError(f"config: objective.whole_word_masking is an ELECTRA option; a {m.architecture} model "
+                          f"masks by its own rule (ALBERT: whole-word n-grams up to objective.max_ngram)")
     for name in ("dtype", "param_dtype"):
         if getattr(m, name) not in ("float32", "bfloat16"):
             raise ConfigError(f"config: model.{name} must be float32 or bfloat16, got {getattr(m, name)!r}")

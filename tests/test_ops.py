@@ -91,7 +91,7 @@ def test_auto_lowers_the_cpu_kernels_only_for_a_cpu(preset):
     config = load_config(REPO / "configs" / preset, ["model.vocab_size=30000", "train.batch_size=2", "mesh.data=1",
                                                      "model.ops=auto"])
     family = family_of(config.model)
-    word_starts = np.ones(config.model.vocab_size, bool) if family.needs_word_starts else None
+    word_starts = np.ones(config.model.vocab_size, bool) if family.needs_word_starts(config) else None
     training = setup_training(config, make_mesh(config, jax.devices()[:1]), SPECIALS, word_starts)
     batch = {name: jax.ShapeDtypeStruct(array.shape, array.dtype, sharding=training.batch_sharding)
              for name, array in _batch(config, family.data_format == "albert").items()}

@@ -20,7 +20,7 @@ FAMILY = Family(
     objective=None,
     data_format="electra",  # a distillation student reads packed segments
     tokenizer="wordpiece",
-    needs_word_starts=False,
+    needs_word_starts=lambda config: False,
     progress=(("hidden", "hidden_loss"), ("attention", "attention_loss"), ("logit", "logit_loss"),
               ("mlm_acc", "mlm_accuracy")),
     summary=(("hidden-state MSE", "hidden_loss"), ("attention MSE", "attention_loss"), ("logit KL", "logit_loss"),

@@ -10,7 +10,7 @@ from electra_jax.hf import bert as hf_bert
 from electra_jax.hf import electra as hf
 from electra_jax.hf.names import SAME, TRANSPOSE, electra_rows
 from electra_jax.metrics import encoder_flops_per_token
-from electra_jax.models.electra import Electra
+from electra_jax.models.electra import Electra, tower_params
 from electra_jax.objectives.electra import ElectraObjective
 
 
@@ -20,7 +20,7 @@ def train_flops_per_token(config: Config) -> float:
     m, seq_len = config.model, config.data.seq_len
     gen_h, disc_h, emb = m.generator_hidden_size, m.hidden_size, m.embedding_size
     forward = encoder_flops_per_token(m.num_layers, disc_h, m.intermediate_size, seq_len)
-    forward += encoder_flops_per_token(m.num_layers, gen_h, m.generator_intermediate_size, seq_len)
+    forward += encoder_flops_per_token(m.generator_num_layers, gen_h, m.generator_intermediate_size, seq_len)
     forward += 2 * emb * disc_h * (emb != disc_h) + 2 * emb * gen_h * (emb != gen_h)  # projections
     forward += 2 * disc_h * disc_h + 2 * disc_h  # discriminator head
     predicted_fraction = config.max_predictions / seq_len
@@ -36,10 +36,10 @@ FAMILY = Family(
     name="electra",
     model=Electra,
     classifier=ElectraClassifier,
-    objective=lambda config, model, specials, word_starts_V=None: ElectraObjective(config, model, specials),
+    objective=ElectraObjective,
     data_format="electra",
     tokenizer="wordpiece",
-    needs_word_starts=False,
+    needs_word_starts=lambda config: config.objective.whole_word_masking,
     progress=(("f1", "replaced_f1"),),
     summary=(("generator loss", "generator_loss"), ("discriminator accuracy", "discriminator_accuracy"),
              ("replaced-token F1", "replaced_f1")),
@@ -62,4 +62,6 @@ FAMILY = Family(
                        + _linear("classifier_out_proj", "classifier.out_proj")),
         subfolders=tuple(hf.TOWERS),
     ),
+    model_options=lambda config: {"embedding_sharing": config.objective.embedding_sharing},
+    body_params=lambda config, params: tower_params(params, config.objective.embedding_sharing, "discriminator"),
 )

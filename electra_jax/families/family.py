@@ -38,12 +38,18 @@ class Family:
     objective: Callable | None  # (config, model, specials, word_starts_V) -> Objective; None: not pretrained here
     data_format: str  # "electra" (packed segments) or "albert" (sentence pairs with an order label)
     tokenizer: str  # "wordpiece" or "sentencepiece": what a run trains for itself
-    needs_word_starts: bool  # the objective masks whole words (word_starts_V from the tokenizer)
+    needs_word_starts: Callable  # Config -> does the objective mask whole words (word_starts_V from the tokenizer)?
     progress: tuple[tuple[str, str], ...]  # (label, metric) on the progress bar
     summary: tuple[tuple[str, str], ...]  # (label, metric) in the closing lines
     flops_per_token: Callable  # Config -> model FLOPs of one training step per input token
     layerwise_depth: Callable  # ModelConfig -> layers with their own parameters (layerwise lr decay)
     hf: HFSide
+    model_options: Callable = lambda config: {}  # Config -> the module's options beyond the ModelConfig
+    body_params: Callable = lambda config, params: params  # (Config, params) -> what the fine-tuning body reads
+
+    def build(self, config) -> object:
+        """The Flax module of a run with this config."""
+        return self.model(config.model, **self.model_options(config))
 
     @property
     def trained_by(self) -> str:

@@ -54,9 +54,10 @@ def load_init(init: str | Path, out_dir: Path, log):
         from electra_jax.hf.importer import import_hf
         import_hf(init, out_dir / "init", log=log)
         init = out_dir / "init"
+    from electra_jax.families import family_of
     config, params, step = load_run_params(init, None)
     log(f"initialising from {init} ({config.model.architecture}, step {step})")
-    return config, params, init / "tokenizer"
+    return config, family_of(config.model).body_params(config, params), init / "tokenizer"
 
 
 def _check_options(options: FinetuneOptions) -> None:

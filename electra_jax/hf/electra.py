@@ -1,5 +1,6 @@
 """ELECTRA to and from Hugging Face PyTorch: the discriminator as ElectraForPreTraining and the generator as
-ElectraForMaskedLM out (both carrying the shared embeddings); either tower, ElectraModel, or the pair in.
+ElectraForMaskedLM out (each with its own embedding tables: the shared ones, or under gradient-disentangled
+sharing the discriminator's E + delta); either tower, ElectraModel, or the pair in.
 The name table is `names.electra_rows`, walked both ways.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from electra_jax.data.tokenizer import save_tokenizer
 from electra_jax.hf.importer import (HFImportError, fill_params, import_tokenizer, read_model_folder,
                                      write_imported_run)
 from electra_jax.hf.names import ARCHITECTURES, ENCODER_PREFIX, convert, electra_rows, get_path, tower_sizes
+from electra_jax.models.electra import set_tower_embeddings, tower_params
 from electra_jax.validation import validate
 
 TOWERS = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
@@ -26,10 +28,10 @@ BASE = "ElectraModel"  # the body alone: what the fine-tuning heads extend
 
 def hf_config(config: Config, tower: str) -> dict:
     m = config.model
-    hidden, heads, intermediate = tower_sizes(m, tower)
+    hidden, heads, intermediate, layers = tower_sizes(m, tower)
     return {
         "architectures": [TOWERS[tower]], "model_type": "electra", "vocab_size": m.vocab_size,
-        "embedding_size": m.embedding_size, "hidden_size": hidden, "num_hidden_layers": m.num_layers,
+        "embedding_size": m.embedding_size, "hidden_size": hidden, "num_hidden_layers": layers,
         "num_attention_heads": heads, "intermediate_size": intermediate, "hidden_act": "gelu",
         "hidden_dropout_prob": m.dropout_rate, "attention_probs_dropout_prob": m.attention_dropout_rate,
         "max_position_embeddings": m.max_position_embeddings, "type_vocab_size": m.type_vocab_size,
@@ -41,7 +43,11 @@ def hf_config(config: Config, tower: str) -> dict:
 
 
 def state_dict(config: Config, params: dict, hf_class: str) -> dict[str, np.ndarray]:
-    return {hf: convert(get_path(params, ours), layout) for ours, hf, layout in electra_rows(config.model, hf_class)}
+    """The HF tensors of one tower: its own embedding tables (E + delta folded in for the discriminator under
+    objective.embedding_sharing=gdes) and its body and head."""
+    view = tower_params(params, config.objective.embedding_sharing, ARCHITECTURES[hf_class][0])
+    return {hf: convert(np.asarray(get_path(view, ours)), layout)
+            for ours, hf, layout in electra_rows(config.model, hf_class)}
 
 
 def write_model_files(folder: Path, config: Config, params: dict, tower: str) -> int:
@@ -65,12 +71,17 @@ def write_tokenizer_files(run_dir: Path, out: Path) -> dict:
 
 def model_card(config: Config, tower: str, step: int, num_params: int, metrics: dict, tokenizer: dict) -> str:
     m, hf_class = config.model, TOWERS[tower]
-    hidden, heads, intermediate = tower_sizes(m, tower)
+    hidden, heads, intermediate, layers = tower_sizes(m, tower)
     tokens = step * config.train.batch_size * config.data.seq_len
-    rows = [("layers", m.num_layers), ("hidden size", hidden), ("attention heads", heads),
+    sharing = {"full": "one table for both towers (google-research/electra)",
+               "gdes": ("gradient-disentangled (DeBERTaV3): the generator's tables plus the discriminator's own delta, "
+                        "folded in" if tower == "discriminator" else "gradient-disentangled (DeBERTaV3): trained by "
+                        "this generator's loss only; the discriminator adds its own delta"),
+               "none": "its own tables (none shared)"}[config.objective.embedding_sharing]
+    rows = [("layers", layers), ("hidden size", hidden), ("attention heads", heads),
             ("feed-forward size", intermediate), ("embedding size", m.embedding_size),
             ("vocabulary", m.vocab_size), ("max positions", m.max_position_embeddings),
-            ("parameters", f"{num_params:,}"),
+            ("parameters", f"{num_params:,}"), ("embeddings", sharing),
             ("tokenizer", f"WordPiece, lowercase={tokenizer['lowercase']}, strip_accents={tokenizer['strip_accents']}")]
     shown = [("generator loss", "generator_loss"), ("generator accuracy", "generator_accuracy"),
              ("discriminator loss", "discriminator_loss"), ("discriminator accuracy", "discriminator_accuracy"),
@@ -92,7 +103,9 @@ def model_card(config: Config, tower: str, step: int, num_params: int, metrics: 
              "| | |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows), "",
              f"Pretraining: {step:,} steps of batch {config.train.batch_size} x sequence length "
              f"{config.data.seq_len} ({tokens:,} token positions seen), generator {m.generator_hidden_size} "
-             f"hidden ({m.generator_num_heads} heads), masking {config.objective.mask_prob:.0%}.", ""]
+             f"hidden ({m.generator_num_heads} heads, {m.generator_num_layers} layers), masking "
+             f"{config.objective.mask_prob:.0%}{' of whole words' if config.objective.whole_word_masking else ''}.",
+             ""]
     if metric_rows:
         lines += [f"Pretraining metrics at step {metrics.get('step', step):,}:", "", "| metric | value |",
                   "|---|---|", *(f"| {a} | {b} |" for a, b in metric_rows), ""]
@@ -132,7 +145,7 @@ def detect_architecture(config: dict, tensors: dict) -> str:
 
 def model_config_from_hf(discriminator: dict | None, generator: dict | None, base: ModelConfig) -> ModelConfig:
     main = discriminator or generator
-    shared = ("vocab_size", "embedding_size", "num_hidden_layers", "max_position_embeddings", "type_vocab_size")
+    shared = ("vocab_size", "embedding_size", "max_position_embeddings", "type_vocab_size")
     if discriminator and generator:
         differ = [f"{k} ({discriminator.get(k)} vs {generator.get(k)})" for k in shared
                   if discriminator.get(k) != generator.get(k)]
@@ -153,7 +166,9 @@ def model_config_from_hf(discriminator: dict | None, generator: dict | None, bas
         model = dataclasses.replace(model, generator_hidden=generator["hidden_size"],
                                     generator_heads=generator["num_attention_heads"],
                                     generator_intermediate=generator["intermediate_size"],
-                                    generator_fraction=min(1.0, generator["hidden_size"] / model.hidden_size))
+                                    generator_fraction=min(1.0, generator["hidden_size"] / model.hidden_size),
+                                    generator_layers=0 if generator["num_hidden_layers"] == model.num_layers
+                                    else generator["num_hidden_layers"])
     return model
 
 
@@ -165,8 +180,9 @@ def check_shared_embeddings(model: ModelConfig, given: dict[str, tuple]) -> None
     differ = [ours for ours in names[0] if not np.array_equal(first_tensors[names[0][ours]],
                                                               second_tensors[names[1][ours]])]
     if differ:
-        raise HFImportError(f"import: {first} and {second} have different {', '.join(differ)}; "
-                            f"ELECTRA shares the embeddings, so they cannot form one model")
+        raise HFImportError(f"import: {first} and {second} have different {', '.join(differ)}; with "
+                            f"objective.embedding_sharing=full the towers share them: import the pair with "
+                            f"a --config whose objective.embedding_sharing is gdes or none")
 
 
 def model_folders(source: Path, generator: Path | None) -> tuple[Path | None, Path | None, Path | None]:
@@ -219,10 +235,17 @@ def import_pair(source: Path, out_dir: Path, generator: Path | None, base_config
     _, make_state = single_device_state(config)
     state = jax.jit(make_state)(jax.random.key(config.train.seed))
     params = jax.tree.map(np.asarray, state.params)
-    for tower, (folder, _, tensors, hf_class) in by_tower.items():
-        fill_params(params, electra_rows(model, hf_class), tensors, hf_class, folder)
+    sharing = config.objective.embedding_sharing
+    # The generator first: under gdes the discriminator's tables are stored as their delta from its E.
+    for tower in sorted(by_tower, key=lambda t: t != "generator"):
+        folder, _, tensors, hf_class = by_tower[tower]
+        view = tower_params(params, sharing, tower)
+        view["embeddings"] = jax.tree.map(np.copy, view["embeddings"])
+        fill_params(view, electra_rows(model, hf_class), tensors, hf_class, folder)
+        params.update({name: value for name, value in view.items() if name != "embeddings"})  # top-level leaves
+        set_tower_embeddings(params, sharing, tower, view["embeddings"])
         log(f"imported {hf_class} from {folder}")
-    if len(by_tower) == 2:  # after fill_params has checked that every tensor is there
+    if len(by_tower) == 2 and sharing == "full":  # after fill_params has checked that every tensor is there
         check_shared_embeddings(model, by_tower)
     for tower in ("discriminator", "generator"):
         if tower not in by_tower:

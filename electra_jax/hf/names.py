@@ -77,22 +77,25 @@ ARCHITECTURES = {
 }
 
 
-def tower_sizes(model: ModelConfig, tower: str) -> tuple[int, int, int]:
-    """(hidden, heads, intermediate) of one tower."""
+def tower_sizes(model: ModelConfig, tower: str) -> tuple[int, int, int, int]:
+    """(hidden, heads, intermediate, layers) of one tower."""
     if tower == "generator":
-        return model.generator_hidden_size, model.generator_num_heads, model.generator_intermediate_size
-    return model.hidden_size, model.num_heads, model.intermediate_size
+        return (model.generator_hidden_size, model.generator_num_heads, model.generator_intermediate_size,
+                model.generator_num_layers)
+    return model.hidden_size, model.num_heads, model.intermediate_size, model.num_layers
 
 
 def electra_rows(model: ModelConfig, hf_class: str) -> list[tuple[str, str, str]]:
-    """(our path, full HF name, layout) for every tensor of an ELECTRA `hf_class` (an HF class name) under `model`."""
+    """(our path, full HF name, layout) for every tensor of an ELECTRA `hf_class` (an HF class name) under `model`.
+    The `embeddings/` rows name the tower's own tables: read and write them through `models.electra.tower_params`."""
     tower, head = ARCHITECTURES[hf_class]
     body_prefix = "" if hf_class == "ElectraModel" else ENCODER_PREFIX
+    hidden, _, _, layers = tower_sizes(model, tower)
     body = list(EMBEDDINGS)
-    if model.embedding_size != tower_sizes(model, tower)[0]:
+    if model.embedding_size != hidden:
         body += EMBEDDINGS_PROJECT
     body += [row._replace(ours=row.ours.replace("{i}", str(i)), hf=row.hf.replace("{i}", str(i)))
-             for i in range(model.num_layers) for row in LAYER]
+             for i in range(layers) for row in LAYER]
     rows = [(r.ours.replace("{tower}", tower), body_prefix + r.hf, r.layout) for r in body]
     return rows + [(r.ours, r.hf, r.layout) for r in head]
 

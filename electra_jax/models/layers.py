@@ -29,10 +29,11 @@ def ones_init(axes: tuple[str, ...]):
     return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
 
 
-def tower_view(config: ModelConfig, hidden_size: int, num_heads: int, intermediate_size: int) -> ModelConfig:
-    """The config of a tower with its own width (ELECTRA's generator): the same model, other sizes."""
+def tower_view(config: ModelConfig, hidden_size: int, num_heads: int, intermediate_size: int,
+               num_layers: int | None = None) -> ModelConfig:
+    """The config of a tower with its own width and depth (ELECTRA's generator): the same model, other sizes."""
     return dataclasses.replace(config, hidden_size=hidden_size, num_heads=num_heads,
-                               intermediate_size=intermediate_size)
+                               intermediate_size=intermediate_size, num_layers=num_layers or config.num_layers)
 
 
 def LayerNorm(config: ModelConfig, name: str | None = None) -> nn.LayerNorm:
@@ -75,30 +76,65 @@ class Dropout(nn.Module):
         return jnp.where(keep, x / (1.0 - self.rate), 0.0).astype(x.dtype)
 
 
-class Embeddings(nn.Module):
-    """Word + position + token-type embeddings, LayerNorm, dropout (no projection: that is per model)."""
+class NormParams(nn.Module):
+    """The scale and bias of a LayerNorm, as parameters `scale` and `bias` (nn.LayerNorm's names), readable
+    as arrays so that ELECTRA's gradient-disentangled sharing can add a delta to them."""
     config: ModelConfig
+    as_delta: bool = False  # zero-initialised (a delta added to another LayerNorm's parameters)
+
+    def setup(self):
+        c = self.config
+        scale_init = zeros_init(("embed",)) if self.as_delta else ones_init(("embed",))
+        self.scale = self.param("scale", scale_init, (c.embedding_size,), jnp.dtype(c.param_dtype))
+        self.bias = self.param("bias", zeros_init(("embed",)), (c.embedding_size,), jnp.dtype(c.param_dtype))
+
+
+def layer_norm(x, scale, bias, epsilon: float, dtype):
+    """LayerNorm over the last axis in float32 (nn.LayerNorm's statistics), cast to `dtype`."""
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(-1, keepdims=True)
+    variance = jnp.square(x32 - mean).mean(-1, keepdims=True)
+    y = (x32 - mean) * jax.lax.rsqrt(variance + epsilon)
+    return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(dtype)
+
+
+class Embeddings(nn.Module):
+    """Word + position + token-type embeddings, LayerNorm, dropout (no projection: that is per model).
+
+    `tables()` gives its five parameters as arrays, and `__call__` can run on other tables of the same
+    shapes: ELECTRA's gradient-disentangled sharing embeds with stop_gradient(shared) + delta, where the
+    delta is an `Embeddings(as_delta=True)` (every table zero-initialised, the LayerNorm scale too)."""
+    config: ModelConfig
+    as_delta: bool = False
 
     def setup(self):
         c = self.config
 
         def table(num, axes):
+            init = zeros_init(axes) if self.as_delta else normal_init(c.initializer_range, axes)
             return nn.Embed(num, c.embedding_size, dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype),
-                            embedding_init=normal_init(c.initializer_range, axes))
+                            embedding_init=init)
         # Attribute names are the parameter names (Flax `setup` naming).
         self.word_embeddings = table(c.vocab_size, ("vocab", "embed"))
         self.position_embeddings = table(c.max_position_embeddings, (None, "embed"))
         self.token_type_embeddings = table(c.type_vocab_size, (None, "embed"))
-        self.LayerNorm = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=jnp.dtype(c.dtype),
-                                      param_dtype=jnp.dtype(c.param_dtype), scale_init=ones_init(("embed",)),
-                                      bias_init=zeros_init(("embed",)))
+        self.LayerNorm = NormParams(c, self.as_delta)
         self.dropout = Dropout(c.dropout_rate)
 
-    def __call__(self, input_ids_BxL, segment_ids_BxL, deterministic: bool):
+    def tables(self) -> dict:
+        return {"word_VxE": self.word_embeddings.embedding, "position_PxE": self.position_embeddings.embedding,
+                "token_type_TxE": self.token_type_embeddings.embedding, "scale_E": self.LayerNorm.scale,
+                "bias_E": self.LayerNorm.bias}
+
+    def __call__(self, input_ids_BxL, segment_ids_BxL, deterministic: bool, tables: dict | None = None):
+        c, t = self.config, tables or self.tables()
+        dtype = jnp.dtype(c.dtype)
         positions_L = jnp.arange(input_ids_BxL.shape[1])
-        x_BxLxE = (self.word_embeddings(input_ids_BxL) + self.position_embeddings(positions_L)[None]
-                   + self.token_type_embeddings(segment_ids_BxL))
-        return self.dropout(self.LayerNorm(x_BxLxE), deterministic=deterministic)
+        x_BxLxE = (jnp.take(t["word_VxE"], input_ids_BxL, axis=0).astype(dtype)
+                   + jnp.take(t["position_PxE"], positions_L, axis=0).astype(dtype)[None]
+                   + jnp.take(t["token_type_TxE"], segment_ids_BxL, axis=0).astype(dtype))
+        x_BxLxE = layer_norm(x_BxLxE, t["scale_E"], t["bias_E"], c.layer_norm_eps, dtype)
+        return self.dropout(x_BxLxE, deterministic=deterministic)
 
     def attend(self, x_BxPxE):
         """Logits against the word-embedding table (tied output layer)."""

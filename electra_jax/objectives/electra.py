@@ -18,7 +18,7 @@ from electra_jax.config import Config
 from electra_jax.data.text_tokenizer import SpecialIds
 from electra_jax.models.electra import Electra
 from electra_jax.objectives.base import Counts, Objective, cross_entropy_and_hit, real_tokens
-from electra_jax.objectives.masking import Masked, mask_tokens, maskable, scatter
+from electra_jax.objectives.masking import Masked, mask_selected, mask_tokens, maskable, scatter, select_ngrams
 
 
 def gumbel_sample(keys_B, logits_BxPxV, temperature: float = 1.0):
@@ -154,20 +154,38 @@ def electra_metrics(sums: ElectraSums, discriminator_weight: float) -> dict[str,
 
 
 class ElectraObjective(Objective):
-    """Generator MLM + `discriminator_weight` x replaced-token detection, on an `models.electra.Electra`."""
+    """Generator MLM + `discriminator_weight` x replaced-token detection, on an `models.electra.Electra`.
+
+    With `objective.whole_word_masking` the generator's positions are whole words: BERT's whole-word rule
+    (google-research/bert create_masked_lm_predictions), words in a random order, each taken whole if it
+    fits the same budget as `mask_tokens` (round(mask_prob x maskable tokens), at least 1, at most
+    max_predictions), else skipped; `word_starts_V` (per id: not a ## continuation) says where words begin.
+    Each selected token then becomes [MASK] with mask_token_prob, as without it."""
     Sums = ElectraSums
 
-    def __init__(self, config: Config, model, specials: SpecialIds):
+    def __init__(self, config: Config, model, specials: SpecialIds, word_starts_V=None):
         self.config, self.model, self.specials = config, model, specials
+        if config.objective.whole_word_masking and word_starts_V is None:
+            raise ValueError("objective.whole_word_masking needs the tokenizer's word starts (word_starts_V)")
+        self.word_starts_V = None if word_starts_V is None else jnp.asarray(word_starts_V)
 
     def prepare(self, keys, batch):
         obj, specials = self.config.objective, self.specials
         mask_rng, sample_rng = keys
         input_ids = batch["input_ids"]
         attention_mask, tokens = real_tokens(input_ids, specials.pad)
-        masked = mask_tokens(mask_rng, input_ids, maskable(input_ids, specials), mask_id=specials.mask,
-                             mask_prob=obj.mask_prob, mask_token_prob=obj.mask_token_prob,
-                             max_predictions=self.config.max_predictions)
+        if obj.whole_word_masking:
+            select_rng, replace_rng = jax.random.split(mask_rng)
+            selected, _ = select_ngrams(select_rng, maskable(input_ids, specials), self.word_starts_V[input_ids],
+                                        mask_prob=obj.mask_prob, max_predictions=self.config.max_predictions,
+                                        max_ngram=1)
+            masked = mask_selected(replace_rng, input_ids, selected, max_predictions=self.config.max_predictions,
+                                   mask_id=specials.mask, mask_token_prob=obj.mask_token_prob,
+                                   random_token_prob=0.0, random_ids=(0, 1))
+        else:
+            masked = mask_tokens(mask_rng, input_ids, maskable(input_ids, specials), mask_id=specials.mask,
+                                 mask_prob=obj.mask_prob, mask_token_prob=obj.mask_token_prob,
+                                 max_predictions=self.config.max_predictions)
         counts = Counts(predictions=jnp.maximum(masked.weights_BxP.sum(), 1.0), tokens=tokens,
                         sequences=jnp.float32(input_ids.shape[0]))
         whole = {"input_ids": input_ids, "segment_ids": batch["segment_ids"], "attention_mask": attention_mask,
