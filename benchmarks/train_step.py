@@ -8,7 +8,7 @@ for each, their ratio, and each side's MFU against this CPU's fp32 matmul peak m
 keep freed host memory in the process, as the electra-jax CLI does (--default-malloc: neither does).
 
     python benchmarks/train_step.py [--model electra|albert] [--batch 32] [--seq 128] [--steps 5] [--rounds 2]
-                                    [--ops auto|xla|cpu] [--default-malloc]
+                                    [--ops auto|xla|cpu] [--default-malloc] [--set KEY=VALUE ...]
 """
 from __future__ import annotations
 
@@ -230,7 +230,7 @@ def make_config(args):
     from electra_jax.config import load_config
     overrides = [f"train.batch_size={args.batch}", f"data.seq_len={args.seq}", f"model.vocab_size={args.vocab}",
                  "mesh.data=1", f"objective.max_predictions={max(1, round(args.seq * 0.15 + 0.5))}",
-                 f"model.ops={args.ops}"]
+                 f"model.ops={args.ops}", *args.set]
     if args.model == "albert":
         overrides.append("optimizer.kind=adamw")  # torch has no LAMB: both sides take AdamW
     preset = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", PRESETS[args.model])
@@ -251,6 +251,8 @@ def main() -> None:
                              "electra-jax CLI does; see electra_jax/host_memory.py)")
     parser.add_argument("--ops", choices=["auto", "xla", "cpu"], default="auto",
                         help="model.ops of our step: the CPU kernels (auto, cpu) or plain XLA ops")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override of our step (e.g. objective.embedding_sharing=gdes); repeatable")
     parser.add_argument("--side", choices=["jax", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.vocab = args.vocab or (30000 if args.model == "albert" else 30522)
@@ -263,7 +265,7 @@ def main() -> None:
 
     forwarded = ["--batch", str(args.batch), "--seq", str(args.seq), "--steps", str(args.steps), "--vocab",
                  str(args.vocab), "--model", args.model, "--ops", args.ops,
-                 *(["--default-malloc"] if args.default_malloc else [])]
+                 *(["--default-malloc"] if args.default_malloc else []), *(f"--set={s}" for s in args.set)]
     results, seconds, peak = run_rounds(__file__, forwarded, args.rounds)
     config = make_config(args)
     from electra_jax.families import family_of
