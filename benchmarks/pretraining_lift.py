@@ -96,24 +96,10 @@ def effective_ranks(run_dir: Path, out: Path, sentences: int = 64) -> dict[str, 
     return ranks
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(REPO / "configs" / "electra_cpu.yaml"))
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--out", default=str(REPO / "runs" / "pretraining_lift"))
-    parser.add_argument("overrides", nargs="*", help="section.key=value for the pretraining run")
-    args = parser.parse_args()
-    missing = [p for p in ("ancora_ner_train.tsv", "ancora_ner_dev.tsv", "ancora_ner_test.tsv")
-               if not (ANCORA / p).is_file()]
-    if missing:
-        sys.exit(f"pretraining_lift: {ANCORA} lacks {', '.join(missing)} (only the project's own checkout has "
-                 f"../shared/data)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    seconds = {}
-
+def shared_inputs(out: Path, seconds: dict) -> Path:
+    """Steps 1-3 in `out`: the corpus file, the 16k WordPiece and the packed shards; returns the prepared folder.
+    The tokenizer trainer is deterministic (data/tokenizer.py), so a rerun in a new folder makes the same
+    vocabulary and shards."""
     corpus = spanish_corpus(out / "es.txt")
     tokenizer = out / "tokenizer"
     if not step_done(tokenizer, "tokenizer.json"):
@@ -125,28 +111,68 @@ def main() -> None:
         seconds["prepare"] = run(cli("prepare", "--input", str(corpus), "--tokenizer", str(tokenizer), "--out",
                                      str(prepared), "--seq-len", str(SEQ_LEN), "--eval-fraction", str(EVAL_FRACTION),
                                      "--no-progress"), out / "prepare.log")
-    run_dir = out / "pretrain"
-    if not step_done(run_dir, "curves.png"):
-        seconds["pretrain"] = run(cli("pretrain", "--config", args.config, "--run-dir", str(run_dir), "--no-progress",
-                                      f"data.prepared={prepared}", f"data.eval_fraction={EVAL_FRACTION}",
-                                      *args.overrides), out / "pretrain.log")
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    held_out = [r for r in rows if "eval_discriminator_auc" in r]
+    return prepared
 
-    tag = f"lr{args.learning_rate:g}-e{args.epochs}-s{args.seeds}"
-    results = {}
-    for side, extra in (("pretrained", []), ("random init", ["--random-init"])):
-        folder = out / f"finetune-{tag}-{'random' if extra else 'pretrained'}"
-        if not step_done(folder, "results.json"):
-            seconds[f"finetune {side}"] = run(cli(
-                "finetune", "--task", "ner", "--train", str(ANCORA / "ancora_ner_train.tsv"),
-                "--dev", str(ANCORA / "ancora_ner_dev.tsv"), "--test", str(ANCORA / "ancora_ner_test.tsv"),
-                "--init", str(run_dir), "--out", str(folder), "--seeds", str(args.seeds), "--epochs",
-                str(args.epochs), "--learning-rate", str(args.learning_rate), *extra),
-                folder.parent / f"{folder.name}.log")
-        summary = json.loads((folder / "results.json").read_text())
-        results[side] = {"dev": [r["dev"]["f1"] for r in summary["runs"]],
-                         "test": [r["test"]["f1"] for r in summary["runs"]]}
+
+def pretrain(run_dir: Path, config: str, prepared: Path, overrides: list[str], seconds: dict,
+             name: str = "pretrain") -> None:
+    """Step 4: the preset on the prepared folder with held-out evaluation (skipped when finished)."""
+    if not step_done(run_dir, "curves.png"):
+        seconds[name] = run(cli("pretrain", "--config", config, "--run-dir", str(run_dir), "--no-progress",
+                                f"data.prepared={prepared}", f"data.eval_fraction={EVAL_FRACTION}", *overrides),
+                            run_dir.parent / f"{run_dir.name}.log")
+
+
+def held_out_records(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if "eval_discriminator_auc" in r]
+
+
+def finetune_tag(args) -> str:
+    return f"lr{args.learning_rate:g}-e{args.epochs}-s{args.seeds}"
+
+
+def finetune_ner(folder: Path, run_dir: Path, args, seconds: dict, random_init: bool = False) -> dict:
+    """Step 5: AnCora NER from the run (or its architecture with fresh parameters); per seed dev and test F1."""
+    if not step_done(folder, "results.json"):
+        seconds[folder.name] = run(cli(
+            "finetune", "--task", "ner", "--train", str(ANCORA / "ancora_ner_train.tsv"),
+            "--dev", str(ANCORA / "ancora_ner_dev.tsv"), "--test", str(ANCORA / "ancora_ner_test.tsv"),
+            "--init", str(run_dir), "--out", str(folder), "--seeds", str(args.seeds), "--epochs",
+            str(args.epochs), "--learning-rate", str(args.learning_rate), *(["--random-init"] if random_init else [])),
+            folder.parent / f"{folder.name}.log")
+    summary = json.loads((folder / "results.json").read_text())
+    return {"dev": [r["dev"]["f1"] for r in summary["runs"]], "test": [r["test"]["f1"] for r in summary["runs"]]}
+
+
+def check_shared_data() -> None:
+    missing = [p for p in ("ancora_ner_train.tsv", "ancora_ner_dev.tsv", "ancora_ner_test.tsv")
+               if not (ANCORA / p).is_file()]
+    if missing:
+        sys.exit(f"{Path(sys.argv[0]).stem}: {ANCORA} lacks {', '.join(missing)} (only the project's own checkout "
+                 f"has ../shared/data)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(REPO / "configs" / "electra_cpu.yaml"))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--out", default=str(REPO / "runs" / "pretraining_lift"))
+    parser.add_argument("overrides", nargs="*", help="section.key=value for the pretraining run")
+    args = parser.parse_args()
+    check_shared_data()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    prepared = shared_inputs(out, seconds)
+    run_dir = out / "pretrain"
+    pretrain(run_dir, args.config, prepared, args.overrides, seconds)
+    held_out = held_out_records(run_dir)
+    tag = finetune_tag(args)
+    results = {"pretrained": finetune_ner(out / f"finetune-{tag}-pretrained", run_dir, args, seconds),
+               "random init": finetune_ner(out / f"finetune-{tag}-random", run_dir, args, seconds, random_init=True)}
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=REPO).stdout.strip()
