@@ -1,6 +1,6 @@
 """`electra-jax bench`: a config's train step on the devices at hand, with synthetic batches.
 
-Reports compile time, step time (median over timed steps), tokens/s, model FLOP utilisation (the step's
+Reports (for each phase of a length curriculum, at its shape) compile time, step time (median over timed steps), tokens/s, model FLOP utilisation (the step's
 model FLOPs per second over the devices' peak) and peak memory. The peak comes from a table of dense
 matmul peaks per JAX device (TPU v2/v3: one core; v4 and later: one chip); a CPU's peak is measured in
 the same run (best fp32 matmul of 2048 x 2048), as no table can know it.
@@ -67,7 +67,8 @@ def synthetic_batch(config: Config, vocab: int, seed: int = 0) -> dict[str, np.n
     return arrays
 
 
-def bench(config: Config, steps: int = 10, warmup: int = 2, log=print) -> dict:
+def bench(config: Config, steps: int = 10, warmup: int = 2, log=print, cpu_peak: float | None = None) -> dict:
+    """The report of one shape; `cpu_peak`: a CPU's matmul peak already measured in this run."""
     import jax
 
     from electra_jax.validation import validate
@@ -104,7 +105,7 @@ def bench(config: Config, steps: int = 10, warmup: int = 2, log=print) -> dict:
     achieved = family.flops_per_token(config) * tokens_per_second
     kind, dtype = devices[0].device_kind, config.model.dtype
     if devices[0].platform == "cpu":
-        peak, source = measured_matmul_peak(), "fp32 matmul measured in this run"
+        peak, source = cpu_peak or measured_matmul_peak(), "fp32 matmul measured in this run"
     else:
         per_device = table_peak(kind, dtype)
         peak = per_device * len(devices) if per_device else None
@@ -118,6 +119,31 @@ def bench(config: Config, steps: int = 10, warmup: int = 2, log=print) -> dict:
               "loss": float(metrics["loss"]), "peak_memory_gib": _peak_memory_gib(devices)}
     log(_report(result))
     return result
+
+
+def bench_phases(config: Config, steps: int = 10, warmup: int = 2, log=print) -> list[dict]:
+    """`bench` of each phase of a length curriculum at its own length and batch (a config without
+    `train.phases`: its one shape), each with the phase's steps, tokens and time at the measured step."""
+    from electra_jax.phases import run_phases
+    phases = run_phases(config)
+    results, cpu_peak = [], None
+    for phase in phases:
+        if phase.named:
+            log(phase.describe(len(phases)))
+        result = bench(phase.config, steps=steps, warmup=warmup, log=log, cpu_peak=cpu_peak)
+        if result["peak_source"].startswith("fp32 matmul measured"):
+            cpu_peak = result["peak_tflops_per_s"] * 1e12
+        result.update(phase=phase.index, phase_steps=phase.steps,
+                      phase_tokens=phase.steps * phase.batch_size * phase.seq_len,
+                      phase_hours=phase.steps * result["step_s"] / 3600)
+        if phase.named:
+            log(f"phase {phase.index + 1} at this step time: {phase.steps:,} steps x {result['step_s'] * 1000:.1f} ms "
+                f"= {result['phase_hours']:,.1f} h\n")
+        results.append(result)
+    if len(phases) > 1:
+        log(f"all phases: {sum(r['phase_tokens'] for r in results):,} tokens in "
+            f"{sum(r['phase_hours'] for r in results):,.1f} h at these step times")
+    return results
 
 
 def _peak_memory_gib(devices) -> float:

@@ -90,11 +90,12 @@ def _bench(args) -> int:
         raise ConfigError(f"bench: --steps must be at least 1 and --warmup at least 0, got --steps {args.steps} "
                           f"--warmup {args.warmup}")
     config = load_config(args.config, args.overrides)
-    from electra_jax.bench import bench
-    result = bench(config, steps=args.steps, warmup=args.warmup)
+    from electra_jax.bench import bench_phases
+    results = bench_phases(config, steps=args.steps, warmup=args.warmup)
     if args.json:
         with open(args.json, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"config": args.config, "overrides": args.overrides, **result}) + "\n")
+            for result in results:
+                handle.write(json.dumps({"config": args.config, "overrides": args.overrides, **result}) + "\n")
     return 0
 
 

@@ -156,6 +156,15 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
+class PhaseConfig:
+    """One phase of a length curriculum (`train.phases`): this many steps at this length and batch size."""
+    steps: int = 0
+    seq_len: int = 0
+    batch_size: int = 0
+    prepared: str = ""  # its data, prepared at seq_len (empty: data.prepared; a data.corpus run packs its own)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     steps: int = 1_000_000
     batch_size: int = 128
@@ -167,6 +176,10 @@ class TrainConfig:
     # without dropout on the same `eval_batches` batches with the same masking and sampling keys every time.
     eval_every: int = 500
     eval_batches: int = 10
+    # A length curriculum (phases.py): phases run one after another, each at its own data.seq_len and
+    # train.batch_size, under one optimizer state and one schedule over train.steps (= the phases' steps).
+    # Empty: one phase of train.steps at data.seq_len and train.batch_size.
+    phases: tuple[PhaseConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -225,6 +238,8 @@ def _coerce(value, annotation, name: str):
     """Check `value` against a (simple) type annotation; convert lists to tuples, ints to floats."""
     if annotation is typing.Any:
         return value
+    if dataclasses.is_dataclass(annotation):
+        return _from_dict(annotation, value, name)
     origin = typing.get_origin(annotation)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):

@@ -175,7 +175,7 @@ def distill(config: Config, run_dir: str | Path, log=print, progress: bool = Tru
         if is_main and not (run_dir / "tokenizer").is_dir():  # the teacher's vocabulary is the student's
             with staged_folder(run_dir / "tokenizer", "distill") as staging:
                 write_tokenizer(staging)
-        config, data_folder, metadata, log = start_run(config, run_dir, log)
+        config, data_folders, metadata, log = start_run(config, run_dir, log)
         embeddings = "frozen" if config.distill.freeze_embeddings else "trained"
         log(f"distilling {teacher_model.num_layers} -> {config.model.num_layers} layers, layer map "
             f"{', '.join(f'{s}:{t}' for s, t in pairs)}, embeddings {embeddings}")
@@ -196,4 +196,4 @@ def distill(config: Config, run_dir: str | Path, log=print, progress: bool = Tru
             params = student_params(teacher_params, config.distill.student_layers)
             return new_state(on_mesh(params, shardings.params))
 
-        return train_loop(config, run_dir, training, data_folder, init, log, progress, frozen=teacher)
+        return train_loop(config, run_dir, [training], data_folders, init, log, progress, frozen=teacher)

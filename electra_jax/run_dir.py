@@ -6,7 +6,7 @@ RUN_DIR/.lock             held by the one process that trains in it (see `hold_r
 RUN_DIR/config.yaml       the resolved config of the latest accepted start or resume (vocabulary size filled
                           in from the tokenizer), written once the checkpoint restored
 RUN_DIR/tokenizer/        the run's tokenizer (trained here, copied from data.tokenizer or the prepared data)
-RUN_DIR/data/             the packed corpus of a `data.corpus` run (prepared_L{seq_len}/)
+RUN_DIR/data/             the packed corpus of a `data.corpus` run (prepared_L{seq_len}/, one per phase length)
 RUN_DIR/checkpoints/STEP  Orbax checkpoints (state + data position); checkpoints.damaged/ what did not restore
 RUN_DIR/metrics.jsonl     one record per logged step (metrics.discarded.jsonl: steps a resume went back over)
 RUN_DIR/teacher.json      a distillation run's teacher: what a resume must match
@@ -31,6 +31,7 @@ from electra_jax.data.prepare import METADATA, PackOptions, prepare, read_metada
 from electra_jax.data.text_tokenizer import SpecialIds, copy_tokenizer, load_text_tokenizer
 from electra_jax.data.vocabulary import VocabularyOptions, train_vocabulary
 from electra_jax.families import family_of
+from electra_jax.phases import Phase, run_phases, started
 from electra_jax.storage import RunDirInUse, run_lock, staged_folder, write_atomic
 
 TEACHER_RECORD = "teacher.json"
@@ -44,26 +45,35 @@ def check_inputs(config: Config) -> None:
     if config.data.prepared and not (Path(config.data.prepared) / METADATA).is_file():
         raise ConfigError(f"config: data.prepared={config.data.prepared} has no {METADATA}; make it with "
                           f"`electra-jax prepare`")
+    for i, phase in enumerate(config.train.phases):
+        if phase.prepared and not (Path(phase.prepared) / METADATA).is_file():
+            raise ConfigError(f"config: train.phases[{i}].prepared={phase.prepared} has no {METADATA}; make it with "
+                              f"`electra-jax prepare --seq-len {phase.seq_len}`")
     if config.data.tokenizer and not Path(config.data.tokenizer).exists():
         raise ConfigError(f"config: data.tokenizer={config.data.tokenizer} not found")
 
 
 # ---------------------------------------------------------------------------- tokenizer and data
 
-def prepare_data(config: Config, run_dir: Path, log=print) -> tuple[Config, Path, dict]:
-    """(config with the vocabulary size, prepared folder, its metadata): `data.prepared` as given, or the
-    corpus packed once into the run directory with the run's tokenizer (trained there if none is given)."""
+def prepare_data(config: Config, run_dir: Path, log=print) -> tuple[Config, tuple[Path, ...], dict]:
+    """(config with the vocabulary size, each phase's prepared folder, the first one's metadata): `data.prepared`
+    (or a phase's own `prepared`) as given, or the corpus packed once per phase length into the run directory
+    with the run's tokenizer (trained there if none is given). Every folder is checked, before any compile."""
     data = config.data
     tokenizer_dir = run_dir / "tokenizer"
-    if data.prepared:
-        folder = Path(data.prepared)
-        metadata = read_metadata(folder)
-        _check_layout(metadata, folder, data.seq_len, family_of(config.model).data_format)
+    phases = run_phases(config)
+    data_format = family_of(config.model).data_format
+    if phases[0].config.data.prepared:  # validated: then every phase names its prepared folder
+        folders = tuple(Path(phase.config.data.prepared) for phase in phases)
+        for phase, folder in zip(phases, folders):
+            _check_layout(read_metadata(folder), folder, phase.seq_len, data_format, phase)
         if data.tokenizer:
-            _check_tokenizer(load_text_tokenizer(data.tokenizer), data.tokenizer, metadata, folder)
+            given = load_text_tokenizer(data.tokenizer)
+            for folder in dict.fromkeys(folders):
+                _check_tokenizer(given, data.tokenizer, read_metadata(folder), folder)
         if not _has_tokenizer(tokenizer_dir):  # the run directory is self-contained
             with staged_folder(tokenizer_dir, "pretrain") as staging:
-                copy_tokenizer(folder / "tokenizer", staging)
+                copy_tokenizer(folders[0] / "tokenizer", staging)
     else:
         files = [Path(f) for f in data.corpus]
         if not files:
@@ -77,21 +87,23 @@ def prepare_data(config: Config, run_dir: Path, log=print) -> tuple[Config, Path
                     copy_tokenizer(data.tokenizer, staging)
             else:
                 _train_tokenizer(config, files, tokenizer_dir, log)
-        folder = run_dir / "data" / f"prepared_L{data.seq_len}"
-        if not (folder / METADATA).is_file():
-            options = PackOptions(format=family_of(config.model).data_format, seq_len=data.seq_len, seed=data.seed,
-                                  short_seq_prob=data.short_seq_prob,
-                                  blank_lines_separate_docs=data.blank_lines_separate_docs,
-                                  eval_fraction=data.eval_fraction)
-            prepare([str(f) for f in files], tokenizer_dir, folder, options, workers=0, progress=False, log=log)
-        metadata = read_metadata(folder)
+        folders = tuple(run_dir / "data" / f"prepared_L{phase.seq_len}" for phase in phases)
+        for phase, folder in zip(phases, folders):
+            if not (folder / METADATA).is_file():
+                options = PackOptions(format=data_format, seq_len=phase.seq_len, seed=data.seed,
+                                      short_seq_prob=data.short_seq_prob,
+                                      blank_lines_separate_docs=data.blank_lines_separate_docs,
+                                      eval_fraction=data.eval_fraction)
+                prepare([str(f) for f in files], tokenizer_dir, folder, options, workers=0, progress=False, log=log)
     tokenizer = load_text_tokenizer(tokenizer_dir)
     if tokenizer.vocab_size <= len(dataclasses.fields(tokenizer.specials)):
         raise ConfigError(f"config: the run's tokenizer {tokenizer_dir} holds only its {tokenizer.vocab_size} special "
                           f"tokens (left by a run that found no text); remove {tokenizer_dir} and the data folder "
                           f"{run_dir / 'data'}, or use a new run directory")
-    _check_tokenizer(tokenizer, tokenizer_dir, metadata, folder)
-    return with_vocab(config, metadata["tokenizer"]["vocab_size"]), folder, metadata
+    for folder in dict.fromkeys(folders):
+        _check_tokenizer(tokenizer, tokenizer_dir, read_metadata(folder), folder)
+    metadata = read_metadata(folders[0])
+    return with_vocab(config, metadata["tokenizer"]["vocab_size"]), folders, metadata
 
 
 def _has_tokenizer(folder: Path) -> bool:
@@ -110,12 +122,20 @@ def _train_tokenizer(config: Config, files: list[Path], out: Path, log) -> None:
     train_vocabulary([str(f) for f in files], out, options, log=log)
 
 
-def _check_layout(metadata: dict, folder: Path, seq_len: int, data_format: str) -> None:
+def _check_layout(metadata: dict, folder: Path, seq_len: int, data_format: str, phase: Phase | None = None,
+                  field: str = "data.prepared") -> None:
+    """The folder holds the family's examples at the length of the run (or of the curriculum phase it feeds)."""
+    if phase is not None:
+        field = phase.data_field
     if metadata["format"] != data_format:
-        raise ConfigError(f"config: data.prepared={folder} holds {metadata['format']} examples; this run needs "
+        raise ConfigError(f"config: {field}={folder} holds {metadata['format']} examples; this run needs "
                           f"data prepared with --format {data_format}")
     if metadata["seq_len"] != seq_len:
-        raise ConfigError(f"config: data.prepared={folder} was prepared with --seq-len {metadata['seq_len']}, but "
+        if phase is not None and phase.named:
+            raise ConfigError(f"config: {field}={folder} was prepared with --seq-len {metadata['seq_len']}, but "
+                              f"train.phases[{phase.index}].seq_len={seq_len}; set train.phases[{phase.index}].prepared "
+                              f"to data prepared with --seq-len {seq_len}")
+        raise ConfigError(f"config: {field}={folder} was prepared with --seq-len {metadata['seq_len']}, but "
                           f"data.seq_len={seq_len}; set data.seq_len={metadata['seq_len']} or prepare again")
 
 
@@ -218,41 +238,62 @@ def check_resume(config: Config, run_dir: Path) -> None:
     saved_path = run_dir / "config.yaml"
     if not steps or not saved_path.is_file():
         return
-    saved, given = to_dict(load_config(saved_path)), to_dict(config)
+    saved_config = load_config(saved_path)
+    saved, given = to_dict(saved_config), to_dict(config)
+    # A curriculum fixes the length and batch of the phases begun, checked below, not one data.seq_len.
+    curriculum = bool(saved_config.train.phases or config.train.phases)
+    command = family_of(config.model).trained_by
     for section, names in RESUME_FIXED.items():
         if steps[-1] == 0 and section in ("data", "train"):  # an import: no data position to keep
             continue
         for name in names:
+            if curriculum and (section, name) in PHASE_FIXED:
+                continue
             was, now = saved[section][name], given[section][name]
             if was != now and not (section, name, now) == ("model", "vocab_size", 0):  # 0: from the tokenizer
-                command = family_of(config.model).trained_by
                 raise ConfigError(f"{command}: {section}.{name}={now}, but the run in {run_dir} was made with "
                                   f"{section}.{name}={was} (checkpoints up to step {steps[-1]}); a checkpoint keeps "
                                   f"it: resume with {section}.{name}={was}, or start a new run with another "
                                   f"--run-dir")
+    if curriculum and steps[-1] > 0:
+        begun = [_phase_shape(p) for p in started(run_phases(saved_config), steps[-1])]
+        asked = [_phase_shape(p) for p in started(run_phases(config), steps[-1])]
+        if begun != asked:
+            raise ConfigError(f"{command}: the run in {run_dir} has begun {'; '.join(begun)} (checkpoints up to step "
+                              f"{steps[-1]}), but this config has {'; '.join(asked)} by then; a checkpoint keeps the "
+                              f"phases it has begun: resume with those (later phases may change), or start a new run "
+                              f"with another --run-dir")
+
+
+PHASE_FIXED = (("data", "seq_len"), ("train", "batch_size"))
+
+
+def _phase_shape(phase: Phase) -> str:
+    return f"from step {phase.first} seq_len {phase.seq_len} batch {phase.batch_size}"
 
 
 def start_run(config: Config, run_dir: Path, log=print):
     """Make the run directory: the tokenizer and packed corpus (once, on process 0; the other processes then
-    read them), and check a resume's settings. Returns (config with the vocabulary size, data folder, its
-    metadata, this process's log: process 0 speaks for the run). config.yaml is written by `record_config`
+    read them), and check a resume's settings. Returns (config with the vocabulary size, each phase's data
+    folder, the first one's metadata, this process's log: process 0 speaks for the run). config.yaml is written by `record_config`
     once the state is restored or initialised."""
     is_main = jax.process_index() == 0
     if not is_main:
         log = _quiet
     run_dir.mkdir(parents=True, exist_ok=True)
     check_resume(config, run_dir)  # before any data work (another data.seq_len would pack the corpus again)
-    warning = masking_warning(config)
-    if warning:
-        log(warning)
+    for phase in run_phases(config):  # each phase masks at its own length
+        warning = masking_warning(phase.config)
+        if warning:
+            log(f"{phase.field}: {warning}" if phase.named else warning)
     if is_main:
-        config_with_vocab, data_folder, metadata = prepare_data(config, run_dir, log)
+        config_with_vocab, data_folders, metadata = prepare_data(config, run_dir, log)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("electra-jax: run directory ready")
-    config, data_folder, metadata = (config_with_vocab, data_folder, metadata) if is_main else prepare_data(
+    config, data_folders, metadata = (config_with_vocab, data_folders, metadata) if is_main else prepare_data(
         config, run_dir, log)
     check_resume(config, run_dir)  # the vocabulary size, now known
-    return config, data_folder, metadata, log
+    return config, data_folders, metadata, log
 
 
 def record_config(config: Config, run_dir: Path) -> None:

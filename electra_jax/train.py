@@ -2,7 +2,8 @@
 
 Reads top to bottom: `make_train_step` (an `objectives` Objective, gradient accumulation and the update
 inside one jit), `setup_training` (model, optimizer, sharded state and the jitted step for a mesh),
-`make_evaluate` (held-out evaluation), `pretrain` (the command) and `train_loop`. The run directory
+`make_evaluate` (held-out evaluation), `pretrain` (the command) and `train_loop`, which runs the phases of
+a length curriculum (`phases.py`) one after another. The run directory
 (tokenizer, data, config.yaml) is `run_dir.py`'s; the state and its shardings are `state.py`'s.
 Distillation (`distill.py`) runs through the same pieces with its own objective.
 """
@@ -12,7 +13,7 @@ import functools
 import math
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,7 @@ from electra_jax.families import family_of, shown
 from electra_jax.mesh import batch_sharding, logical_rules, make_mesh, replicated
 from electra_jax.metrics import MetricWriter, plot_metrics
 from electra_jax.objectives.base import Objective
+from electra_jax.phases import Phase, phase_of, run_phases
 from electra_jax.preemption import PreemptionWatch
 from electra_jax.run_dir import check_inputs, held_out_split, hold_run_dir, record_config, special_ids, start_run
 from electra_jax.state import TrainState, build_model, build_optimizer, state_shardings
@@ -183,29 +185,58 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
                           f"students; pretrain a model of another family (or distil one with `electra-jax distill`)")
     check_inputs(config)
     with hold_run_dir(run_dir, "pretrain"):
-        config, data_folder, metadata, log = start_run(config, run_dir, log)
+        config, data_folders, metadata, log = start_run(config, run_dir, log)
         mesh = make_mesh(config)
         word_starts = load_text_tokenizer(run_dir / "tokenizer").word_starts() if family.needs_word_starts(config) else None
-        training = setup_training(config, mesh, special_ids(metadata), word_starts)
-        return train_loop(config, run_dir, training, data_folder, training.init, log, progress)
+        # One Training per phase: the same model, optimizer and state shardings; the objective (its masking
+        # budget follows the length) and the jitted step of the phase's shapes (compiled when it first runs).
+        trainings = [setup_training(phase.config, mesh, special_ids(metadata), word_starts)
+                     for phase in run_phases(config)]
+        return train_loop(config, run_dir, trainings, data_folders, trainings[0].init, log, progress)
 
 
-def train_loop(config: Config, run_dir: Path, training: Training, data_folder: Path, init, log=print,
-               progress: bool = True, frozen=None) -> dict:
-    """Resume from the newest checkpoint (or start from `init()`), run `training.step_fn(state, batch[, frozen])`
-    to train.steps with metrics one step late, held-out evaluation every train.eval_every steps, checkpoints by
-    policy and on SIGTERM; returns a summary. `frozen`: parameters every step takes but does not train."""
+class _Leg(NamedTuple):
+    """A phase as the loop runs it."""
+    phase: Phase
+    training: Training
+    folder: Path  # its prepared data
+    evaluate: Any  # params -> held-out metrics, or None
+
+
+def train_loop(config: Config, run_dir: Path, trainings: Sequence[Training], data_folders: Sequence[Path], init,
+               log=print, progress: bool = True, frozen=None) -> dict:
+    """Resume from the newest checkpoint (or start from `init()`), run each phase's `training.step_fn(state,
+    batch[, frozen])` on its data to train.steps with metrics one step late, held-out evaluation every
+    train.eval_every steps and at each phase's end, checkpoints by policy, at each phase's end and on SIGTERM;
+    returns a summary. `trainings` and `data_folders`: one per phase of `run_phases(config)`. `frozen`:
+    parameters every step takes but does not train."""
     is_main = jax.process_index() == 0
-    family, schedule = family_of(config.model), training.schedule
+    family, schedule = family_of(config.model), trainings[0].schedule
     frozen_args = () if frozen is None else (frozen,)
-    held_out = held_out_split(config, data_folder, read_metadata(data_folder))  # a bad eval set fails before compiling
-    evaluate = (make_evaluate(config, training, held_out, frozen_args, log)
-                if held_out and config.train.eval_every else None)
-    data = PretrainingData(data_folder, config.train.batch_size, config.data.seed, jax.process_index(),
-                           jax.process_count())
+    phases = run_phases(config)
+    legs = []
+    for phase, training, folder in zip(phases, trainings, data_folders, strict=True):
+        # A bad held-out set fails here, before compiling; its batches have the phase's length and batch size.
+        held_out = held_out_split(phase.config, folder, read_metadata(folder))
+        evaluate = (make_evaluate(phase.config, training, held_out, frozen_args, log)
+                    if held_out and config.train.eval_every else None)
+        legs.append(_Leg(phase, training, folder, evaluate))
+    readers: dict[int, PretrainingData] = {}
+
+    def reader(phase: Phase) -> PretrainingData:
+        """The phase's data reader (one per phase, made when first asked for, from the phase's first batch)."""
+        if phase.index not in readers:
+            readers[phase.index] = PretrainingData(data_folders[phase.index], phase.batch_size, config.data.seed,
+                                                   jax.process_index(), jax.process_count())
+        return readers[phase.index]
+
     checkpointer = Checkpointer(run_dir / "checkpoints", config.checkpoint)
+    # A checkpoint holds the data position of the phase that ran its step (at a phase's last step, the next
+    # phase then starts its data from the beginning).
     start, state, damaged = checkpointer.restore_newest(
-        lambda step: checkpointer.restore(step, training.abstract_state, data), log)
+        lambda step: checkpointer.restore(step, trainings[0].abstract_state, reader(phase_of(phases, step))), log)
+    restored = phase_of(phases, start or 0)
+    readers = {restored.index: readers[restored.index]} if restored.index in readers else {}  # none half-restored
     if jax.process_count() > 1:  # every process must stand at the same step
         multihost_utils.assert_equal(-1 if start is None else start, "electra-jax: processes resumed different steps")
     if damaged and is_main:
@@ -218,12 +249,19 @@ def train_loop(config: Config, run_dir: Path, training: Training, data_folder: P
     end = config.train.steps
     if config.train.stop_after:
         end = min(end, start + config.train.stop_after)
-    batch_spec = training.batch_sharding
+    leg = legs[phase_of(phases, start + 1).index]
+
+    def begin(new_leg: _Leg) -> None:
+        if new_leg.phase.named:
+            log(new_leg.phase.describe(len(phases)) + f" from {new_leg.folder}")
+
+    begin(leg)
 
     def next_batch():
         """The next global batch (from this host's slice) and the digest of this host's input ids."""
-        local = next(data)
-        batch = {name: jax.make_array_from_process_local_data(batch_spec, array) for name, array in local.items()}
+        local = next(reader(leg.phase))
+        batch = {name: jax.make_array_from_process_local_data(leg.training.batch_sharding, array)
+                 for name, array in local.items()}
         return batch, batch_hash({"input_ids": local["input_ids"]})
 
     writer = MetricWriter(run_dir, enabled=is_main, resume_step=start)  # steps past `start` are logged anew
@@ -259,30 +297,34 @@ def train_loop(config: Config, run_dir: Path, training: Training, data_folder: P
     # On a CPU a step's temporaries come from host malloc: with two steps in flight both sets are live and
     # the heap that keeps freed memory (host_memory.py) fragments to about three times the step's working set,
     # so there the previous step is finished before the next is dispatched.
-    one_step_in_flight = batch_spec.mesh.devices.flat[0].platform == "cpu"  # the devices the step runs on
+    one_step_in_flight = leg.training.batch_sharding.mesh.devices.flat[0].platform == "cpu"  # where steps run
     preempted_at, stop_signal = None, None
     try:
         with PreemptionWatch() as watch:
             for step in range(start + 1, end + 1):
+                if step > leg.phase.last:  # the next phase: its data, its shapes
+                    leg = legs[leg.phase.index + 1]
+                    begin(leg)
                 batch, digest = next_batch()  # read while the device still runs the previous step
                 if one_step_in_flight and pending is not None:
                     handle(*pending)
                     pending = None
-                state, metrics = training.step_fn(state, batch, *frozen_args)
+                state, metrics = leg.training.step_fn(state, batch, *frozen_args)
                 if pending is not None:
                     handle(*pending)
                 pending = (step, metrics, digest)
                 if bar is not None:
                     bar.update(1)
                 preempted = watch.reached(step, checkpointer)  # every step: the multi-host protocol needs it
-                due = evaluate is not None and (step % config.train.eval_every == 0 or step == end)
-                evaluated = evaluate(state.params) if due else None  # before the next step donates the state
-                save = checkpointer.should_save(step) or preempted or step == end
+                phase_end = step == leg.phase.last
+                due = leg.evaluate is not None and (step % config.train.eval_every == 0 or step == end or phase_end)
+                evaluated = leg.evaluate(state.params) if due else None  # before the next step donates the state
+                save = checkpointer.should_save(step) or preempted or step == end or phase_end
                 if save or evaluated:
                     handle(*pending, evaluated)  # never save a state whose loss we have not seen to be finite
                     pending = None
                 if save:
-                    checkpointer.save(step, state, data)
+                    checkpointer.save(step, state, reader(leg.phase))
                 if preempted:
                     preempted_at, stop_signal = step, watch.name
                     break

@@ -127,7 +127,48 @@ def validate(config: Config, num_devices: int | None = None) -> None:
                           f"{config.checkpoint.every_minutes}")
     _positive("checkpoint.keep", config.checkpoint.keep)
     validate_distill(config)
-    validate_mesh(config, num_devices)
+    if t.phases:
+        validate_phases(config, num_devices)  # each phase's shapes against the mesh, too
+    else:
+        validate_mesh(config, num_devices)
+
+
+def validate_phases(config: Config, num_devices: int | None) -> None:
+    """A length curriculum: the phases together, then each phase's config as a run of its own."""
+    from electra_jax.phases import run_phases
+    t, d, m = config.train, config.data, config.model
+    for i, phase in enumerate(t.phases):
+        for name in ("steps", "seq_len", "batch_size"):
+            _positive(f"train.phases[{i}].{name}", getattr(phase, name))
+    total = sum(phase.steps for phase in t.phases)
+    if total != t.steps:
+        raise ConfigError(f"config: train.phases run {total} steps in all, but train.steps={t.steps}; set "
+                          f"train.steps={total} (one learning-rate schedule spans every phase)")
+    longest = max(range(len(t.phases)), key=lambda i: t.phases[i].seq_len)
+    if t.phases[longest].seq_len > m.max_position_embeddings:
+        raise ConfigError(f"config: train.phases[{longest}].seq_len={t.phases[longest].seq_len} exceeds "
+                          f"model.max_position_embeddings={m.max_position_embeddings}; the position table is sized "
+                          f"once, for the longest phase: set model.max_position_embeddings={t.phases[longest].seq_len}")
+    with_data = [bool(phase.prepared or d.prepared) for phase in t.phases]
+    if d.corpus and any(phase.prepared for phase in t.phases):
+        i = next(i for i, phase in enumerate(t.phases) if phase.prepared)
+        raise ConfigError(f"config: train.phases[{i}].prepared names prepared data, but data.corpus is given (the run "
+                          f"packs its corpus at each phase's length); give one or the other")
+    if any(with_data) and not all(with_data):
+        i = with_data.index(False)
+        raise ConfigError(f"config: train.phases[{i}] has no data while other phases have prepared folders; set "
+                          f"train.phases[{i}].prepared to a folder prepared with --seq-len {t.phases[i].seq_len}")
+    lengths = sorted({phase.seq_len for phase in t.phases})
+    if d.eval_prepared and len(lengths) > 1:
+        raise ConfigError(f"config: data.eval_prepared holds one length, but train.phases run at "
+                          f"{', '.join(map(str, lengths))} tokens; hold documents out of each phase's data instead "
+                          f"(data.eval_fraction, or prepare --eval-fraction)")
+    for phase in run_phases(config):
+        try:
+            validate(phase.config, num_devices)
+        except ConfigError as err:
+            raise ConfigError(f"config: {phase.field} (seq_len {phase.seq_len}, batch_size {phase.batch_size}): "
+                              f"{str(err).removeprefix('config: ')}") from None
 
 
 def validate_distill(config: Config) -> None:
@@ -140,6 +181,9 @@ def validate_distill(config: Config) -> None:
     if k.teacher and not any(getattr(k, name) for name in weights):
         raise ConfigError("config: every distill.*_weight is 0; give at least one loss a weight")
     _positive("distill.temperature", k.temperature)
+    if k.teacher and config.train.phases:
+        raise ConfigError("config: train.phases is a pretraining curriculum; a distillation runs at one data.seq_len "
+                          "and train.batch_size: leave train.phases out")
     if k.student_layers < 0:
         raise ConfigError(f"config: distill.student_layers must be >= 0, got {k.student_layers}")
     if k.teacher and k.attention_weight and config.model.attention != "einsum":

@@ -19,7 +19,7 @@ def test_accumulated_step_equals_full_batch(tiny_corpus, tmp_path):
     # No dropout: with it, micro-batches would legitimately draw different masks.
     config = load_config(None, TINY + [f"data.corpus=[{tiny_corpus}]", "train.steps=10", "model.dropout_rate=0",
                                        "model.attention_dropout_rate=0"])
-    config, folder, metadata = prepare_data(config, Path(tmp_path), log=lambda _: None)
+    config, (folder,), metadata = prepare_data(config, Path(tmp_path), log=lambda _: None)
     specials = special_ids(metadata)
     loader = PretrainingData(folder, config.train.batch_size, seed=0)
     batches = [next(loader) for _ in range(2)]

@@ -34,7 +34,7 @@ def albert_data(tiny_corpus, tmp_path_factory):
     config = load_config(REPO / "configs" / "albert_smoke.yaml", TINY_ALBERT + [f"data.corpus=[{tiny_corpus}]",
                                                                              "train.steps=10"])
     run_dir = Path(tmp_path_factory.mktemp("albert-run"))
-    config, folder, metadata = prepare_data(config, run_dir, log=lambda _: None)
+    config, (folder,), metadata = prepare_data(config, run_dir, log=lambda _: None)
     assert metadata["format"] == "albert" and metadata["tokenizer"]["kind"] == "sentencepiece"
     return config, folder, special_ids(metadata), load_text_tokenizer(run_dir / "tokenizer").word_starts(), run_dir
 

@@ -166,7 +166,7 @@ def test_albert_evaluates_mlm_and_sop_the_same_twice(tmp_path, corpus):
     from tests.test_train_albert import TINY_ALBERT
     config = load_config(REPO / "configs" / "albert_smoke.yaml",
                          [*TINY_ALBERT, f"data.corpus=[{corpus}]", "data.eval_fraction=0.1", "train.steps=10"])
-    config, folder, metadata = prepare_data(config, tmp_path, log=lambda _: None)
+    config, (folder,), metadata = prepare_data(config, tmp_path, log=lambda _: None)
     assert metadata["format"] == "albert" and metadata["eval"]["examples"] >= 32
     word_starts = load_text_tokenizer(tmp_path / "tokenizer").word_starts()
     training = setup_training(config, make_mesh(config, jax.devices()[:1]), special_ids(metadata), word_starts)

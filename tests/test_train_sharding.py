@@ -33,7 +33,7 @@ def _losses(config, devices, folder, specials, steps=3):
 @pytest.fixture(scope="module")
 def data(tiny_corpus, tmp_path_factory):
     config = load_config(None, SHARDED + [f"data.corpus=[{tiny_corpus}]"])
-    config, folder, metadata = prepare_data(config, Path(tmp_path_factory.mktemp("run")), log=lambda _: None)
+    config, (folder,), metadata = prepare_data(config, Path(tmp_path_factory.mktemp("run")), log=lambda _: None)
     return config, folder, special_ids(metadata)
 
 

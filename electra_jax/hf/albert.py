@@ -13,6 +13,7 @@ import numpy as np
 
 from electra_jax.config import Config, ModelConfig
 from electra_jax.hf.names import ALBERT_PREFIX, albert_rows, convert, get_path
+from electra_jax.phases import describe_steps, tokens_seen
 
 ARCHITECTURE = "AlbertForPreTraining"  # what export writes: the MLM and SOP heads, loadable as AlbertForMaskedLM
 PREFIX = ALBERT_PREFIX
@@ -42,7 +43,7 @@ def state_dict(model: ModelConfig, params: dict, hf_class: str = ARCHITECTURE) -
 
 def model_card(config: Config, step: int, num_params: int, metrics: dict) -> str:
     m = config.model
-    tokens = step * config.train.batch_size * config.data.seq_len
+    tokens = tokens_seen(config, step)
     rows = [("layers", f"{m.num_layers} ({m.num_hidden_groups} group(s) of {m.inner_group_num} shared layer(s))"),
             ("hidden size", m.hidden_size), ("attention heads", m.num_heads), ("feed-forward size", m.intermediate_size),
             ("embedding size", m.embedding_size), ("vocabulary", f"{m.vocab_size} (SentencePiece)"),
@@ -54,8 +55,7 @@ def model_card(config: Config, step: int, num_params: int, metrics: dict) -> str
              "with electra-jax. Load it as `AlbertModel` or `AlbertForSequenceClassification` / "
              "`AlbertForTokenClassification` to fine-tune.", "", "| | |", "|---|---|",
              *(f"| {a} | {b} |" for a, b in rows), "",
-             f"Pretraining: {step:,} steps of batch {config.train.batch_size} x sequence length {config.data.seq_len} "
-             f"({tokens:,} token positions seen), whole-word n-gram masking (n <= {config.objective.max_ngram}) "
+             f"Pretraining: {describe_steps(config, step)} ({tokens:,} token positions seen), whole-word n-gram masking (n <= {config.objective.max_ngram}) "
              f"of {config.objective.mask_prob:.0%}.", ""]
     if metric_rows:
         lines += [f"Pretraining metrics at step {metrics.get('step', step):,}:", "", "| metric | value |", "|---|---|",

@@ -17,6 +17,7 @@ from electra_jax.hf.importer import (HFImportError, fill_params, import_tokenize
                                      write_imported_run)
 from electra_jax.hf.names import ARCHITECTURES, ENCODER_PREFIX, convert, electra_rows, get_path, tower_sizes
 from electra_jax.models.electra import set_tower_embeddings, tower_params
+from electra_jax.phases import describe_steps, tokens_seen
 from electra_jax.validation import validate
 
 TOWERS = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
@@ -72,7 +73,7 @@ def write_tokenizer_files(run_dir: Path, out: Path) -> dict:
 def model_card(config: Config, tower: str, step: int, num_params: int, metrics: dict, tokenizer: dict) -> str:
     m, hf_class = config.model, TOWERS[tower]
     hidden, heads, intermediate, layers = tower_sizes(m, tower)
-    tokens = step * config.train.batch_size * config.data.seq_len
+    tokens = tokens_seen(config, step)
     sharing = {"full": "one table for both towers (google-research/electra)",
                "gdes": ("gradient-disentangled (DeBERTaV3): the generator's tables plus the discriminator's own delta, "
                         "folded in" if tower == "discriminator" else "gradient-disentangled (DeBERTaV3): trained by "
@@ -101,8 +102,7 @@ def model_card(config: Config, tower: str, step: int, num_params: int, metrics: 
                    "print(fill(\"Your [MASK] here\"))")
     lines = [f"# ELECTRA {tower}", "", f"`{hf_class}`: {role}. Pretrained with electra-jax.", "",
              "| | |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows), "",
-             f"Pretraining: {step:,} steps of batch {config.train.batch_size} x sequence length "
-             f"{config.data.seq_len} ({tokens:,} token positions seen), generator {m.generator_hidden_size} "
+             f"Pretraining: {describe_steps(config, step)} ({tokens:,} token positions seen), generator {m.generator_hidden_size} "
              f"hidden ({m.generator_num_heads} heads, {m.generator_num_layers} layers), masking "
              f"{config.objective.mask_prob:.0%}{' of whole words' if config.objective.whole_word_masking else ''}.",
              ""]
