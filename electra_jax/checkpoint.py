@@ -206,5 +206,5 @@ def _check_data_spec(saved: dict, current: dict, step: int) -> None:
     changed = [f"{key} {saved.get(key)} -> {current[key]}" for key in current if saved.get(key) != current[key]]
     if changed:
         raise DataSpecChanged(f"resume: checkpoint {step} was written for other data or batching ({'; '.join(changed)}); "
-                         f"keep data.prepared, data.seed and train.batch_size as they were, or start a new run "
-                         f"directory")
+                         f"keep data.prepared, data.seed and train.batch_size (in a curriculum: each phase's "
+                         f"prepared and batch_size) as they were, or start a new run directory")

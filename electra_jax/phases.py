@@ -83,8 +83,10 @@ def started(phases: tuple[Phase, ...], step: int) -> tuple[Phase, ...]:
 
 
 def steps_run(config: Config, step: int) -> list[tuple[Phase, int]]:
-    """(phase, how many of its steps a checkpoint at `step` has run), for the phases begun."""
-    return [(phase, min(step, phase.last) - phase.first + 1) for phase in started(run_phases(config), step)]
+    """(phase, how many of its steps a checkpoint at `step` has run), for the phases begun; steps past the
+    last phase's end (a run resumed with fewer train.steps) count as the last phase's."""
+    begun = started(run_phases(config), step)
+    return [(phase, (step if phase is begun[-1] else phase.last) - phase.first + 1) for phase in begun]
 
 
 def tokens_seen(config: Config, step: int) -> int:

@@ -19,6 +19,7 @@ from electra_jax.config import Config, MeshConfig
 from electra_jax.families import family_of
 from electra_jax.mesh import logical_rules, make_mesh
 from electra_jax.optim import make_optimizer, make_schedule
+from electra_jax.phases import run_phases
 
 
 @struct.dataclass
@@ -34,6 +35,7 @@ def build_model(config: Config) -> nn.Module:
 
 
 def _dummy_inputs(config: Config):
+    config = run_phases(config)[0].config  # with train.phases the run's own data.seq_len is not read
     ids = jnp.zeros((1, config.data.seq_len), jnp.int32)
     return ids, ids, jnp.ones_like(ids), jnp.zeros((1, config.max_predictions), jnp.int32)
 

@@ -221,22 +221,22 @@ def train_loop(config: Config, run_dir: Path, trainings: Sequence[Training], dat
         evaluate = (make_evaluate(phase.config, training, held_out, frozen_args, log)
                     if held_out and config.train.eval_every else None)
         legs.append(_Leg(phase, training, folder, evaluate))
-    readers: dict[int, PretrainingData] = {}
-
     def reader(phase: Phase) -> PretrainingData:
-        """The phase's data reader (one per phase, made when first asked for, from the phase's first batch)."""
-        if phase.index not in readers:
-            readers[phase.index] = PretrainingData(data_folders[phase.index], phase.batch_size, config.data.seed,
-                                                   jax.process_index(), jax.process_count())
-        return readers[phase.index]
+        return PretrainingData(data_folders[phase.index], phase.batch_size, config.data.seed, jax.process_index(),
+                               jax.process_count())
 
+    # Every phase's reader before any restore: data too small for a later phase's batch fails now, not after
+    # the earlier phases have trained, and never reads as a checkpoint that does not restore.
+    readers = [reader(phase) for phase in phases]
     checkpointer = Checkpointer(run_dir / "checkpoints", config.checkpoint)
     # A checkpoint holds the data position of the phase that ran its step (at a phase's last step, the next
     # phase then starts its data from the beginning).
     start, state, damaged = checkpointer.restore_newest(
-        lambda step: checkpointer.restore(step, trainings[0].abstract_state, reader(phase_of(phases, step))), log)
-    restored = phase_of(phases, start or 0)
-    readers = {restored.index: readers[restored.index]} if restored.index in readers else {}  # none half-restored
+        lambda step: checkpointer.restore(step, trainings[0].abstract_state, readers[phase_of(phases, step).index]),
+        log)
+    if damaged:  # a failed restore may have moved another phase's reader: only the restored one keeps its place
+        restored = phase_of(phases, start or 0).index
+        readers = [r if phase.index == restored else reader(phase) for phase, r in zip(phases, readers)]
     if jax.process_count() > 1:  # every process must stand at the same step
         multihost_utils.assert_equal(-1 if start is None else start, "electra-jax: processes resumed different steps")
     if damaged and is_main:
@@ -259,7 +259,7 @@ def train_loop(config: Config, run_dir: Path, trainings: Sequence[Training], dat
 
     def next_batch():
         """The next global batch (from this host's slice) and the digest of this host's input ids."""
-        local = next(reader(leg.phase))
+        local = next(readers[leg.phase.index])
         batch = {name: jax.make_array_from_process_local_data(leg.training.batch_sharding, array)
                  for name, array in local.items()}
         return batch, batch_hash({"input_ids": local["input_ids"]})
@@ -324,7 +324,7 @@ def train_loop(config: Config, run_dir: Path, trainings: Sequence[Training], dat
                     handle(*pending, evaluated)  # never save a state whose loss we have not seen to be finite
                     pending = None
                 if save:
-                    checkpointer.save(step, state, reader(leg.phase))
+                    checkpointer.save(step, state, readers[leg.phase.index])
                 if preempted:
                     preempted_at, stop_signal = step, watch.name
                     break

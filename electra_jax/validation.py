@@ -63,12 +63,6 @@ def validate(config: Config, num_devices: int | None = None) -> None:
     for name in ("dropout_rate", "attention_dropout_rate"):
         if not 0.0 <= getattr(m, name) < 1.0:
             raise ConfigError(f"config: model.{name} must be in [0, 1), got {getattr(m, name)}")
-    _positive("data.seq_len", d.seq_len)
-    if d.seq_len < 8:
-        raise ConfigError(f"config: data.seq_len must be at least 8, got {d.seq_len}")
-    if d.seq_len > m.max_position_embeddings:
-        raise ConfigError(f"config: data.seq_len={d.seq_len} exceeds model.max_position_embeddings="
-                          f"{m.max_position_embeddings}")
     if d.prepared and d.corpus:
         raise ConfigError("config: give data.prepared or data.corpus, not both (prepared data is already packed)")
     if d.vocab_size < 10:
@@ -90,21 +84,16 @@ def validate(config: Config, num_devices: int | None = None) -> None:
     if o.max_predictions < 0:
         raise ConfigError(f"config: objective.max_predictions must be >= 0 (0: derived from objective.mask_prob "
                           f"and data.seq_len), got {o.max_predictions}")
-    if o.max_predictions > d.seq_len:
-        raise ConfigError(f"config: objective.max_predictions={o.max_predictions} exceeds data.seq_len={d.seq_len}")
     _positive("objective.temperature", o.temperature)
     if o.sampler not in ("inverse_cdf", "gumbel"):
         raise ConfigError(f"config: objective.sampler must be inverse_cdf or gumbel, got {o.sampler!r}")
-    for name in ("steps", "batch_size", "grad_accum_steps", "log_every"):
+    for name in ("steps", "grad_accum_steps", "log_every"):
         _positive(f"train.{name}", getattr(t, name))
     if t.stop_after < 0:
         raise ConfigError(f"config: train.stop_after must be >= 0, got {t.stop_after}")
     if t.eval_every < 0:
         raise ConfigError(f"config: train.eval_every must be >= 0 (0: no held-out evaluation), got {t.eval_every}")
     _positive("train.eval_batches", t.eval_batches)
-    if t.batch_size % t.grad_accum_steps:
-        raise ConfigError(f"config: train.grad_accum_steps={t.grad_accum_steps} does not divide "
-                          f"train.batch_size={t.batch_size}")
     if config.optimizer.kind not in ("adamw", "lamb"):
         raise ConfigError(f"config: optimizer.kind must be adamw or lamb, got {config.optimizer.kind!r}")
     _positive("optimizer.learning_rate", config.optimizer.learning_rate)
@@ -128,9 +117,27 @@ def validate(config: Config, num_devices: int | None = None) -> None:
     _positive("checkpoint.keep", config.checkpoint.keep)
     validate_distill(config)
     if t.phases:
-        validate_phases(config, num_devices)  # each phase's shapes against the mesh, too
+        validate_phases(config, num_devices)  # each phase's shapes; the run's own data.seq_len and batch unused
     else:
-        validate_mesh(config, num_devices)
+        validate_shape(config, num_devices)
+
+
+def validate_shape(config: Config, num_devices: int | None) -> None:
+    """What depends on the batch shape (data.seq_len x train.batch_size): a run's, or one phase's."""
+    m, d, o, t = config.model, config.data, config.objective, config.train
+    _positive("data.seq_len", d.seq_len)
+    if d.seq_len < 8:
+        raise ConfigError(f"config: data.seq_len must be at least 8, got {d.seq_len}")
+    if d.seq_len > m.max_position_embeddings:
+        raise ConfigError(f"config: data.seq_len={d.seq_len} exceeds model.max_position_embeddings="
+                          f"{m.max_position_embeddings}")
+    if o.max_predictions > d.seq_len:
+        raise ConfigError(f"config: objective.max_predictions={o.max_predictions} exceeds data.seq_len={d.seq_len}")
+    _positive("train.batch_size", t.batch_size)
+    if t.batch_size % t.grad_accum_steps:
+        raise ConfigError(f"config: train.grad_accum_steps={t.grad_accum_steps} does not divide "
+                          f"train.batch_size={t.batch_size}")
+    validate_mesh(config, num_devices)
 
 
 def validate_phases(config: Config, num_devices: int | None) -> None:
@@ -165,10 +172,10 @@ def validate_phases(config: Config, num_devices: int | None) -> None:
                           f"(data.eval_fraction, or prepare --eval-fraction)")
     for phase in run_phases(config):
         try:
-            validate(phase.config, num_devices)
-        except ConfigError as err:
-            raise ConfigError(f"config: {phase.field} (seq_len {phase.seq_len}, batch_size {phase.batch_size}): "
-                              f"{str(err).removeprefix('config: ')}") from None
+            validate_shape(phase.config, num_devices)
+        except ConfigError as err:  # named as the phase's fields, which set these
+            message = str(err).removeprefix("config: ").replace("data.seq_len", f"{phase.field}.seq_len")
+            raise ConfigError(f"config: {message.replace('train.batch_size', f'{phase.field}.batch_size')}") from None
 
 
 def validate_distill(config: Config) -> None:

@@ -1,12 +1,13 @@
 """The length curriculum (`train.phases`): phases split the steps and reshape the run's config; bad phases and
 their data are refused in one line before any compile; a resume keeps the phases begun; `bench` times each
 phase's shape (test_bench.py); and a curriculum run reads each phase's own data under one schedule, resuming exactly at a
-phase boundary, inside a phase and after SIGKILL."""
+phase boundary (falling back there past a damaged checkpoint) and after SIGKILL inside a phase."""
 import contextlib
 import dataclasses
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,8 +59,10 @@ def test_phases_split_the_steps_and_reshape_each_phase():
     assert describe_steps(config, 950) == ("950 steps in 2 phases (900 of batch 64 x sequence length 128, then 50 of "
                                            "batch 16 x sequence length 512)")
     assert describe_steps(config, 900) == "900 steps of batch 64 x sequence length 128"
+    assert tokens_seen(config, 1100) == 900 * 64 * 128 + 200 * 16 * 512  # resumed with fewer train.steps
     single = dataclasses.replace(config, train=dataclasses.replace(config.train, phases=()))
     assert (tokens_seen(single, 10), describe_steps(single, 0)) == (10 * 32 * 64, "0 steps of batch 32 x sequence length 64")
+    assert tokens_seen(single, 1200) == 1200 * 32 * 64
 
 
 def test_phases_survive_config_yaml(tmp_path):
@@ -78,7 +81,7 @@ def test_phases_survive_config_yaml(tmp_path):
      "the longest phase"),
     (["train.steps=20", "train.grad_accum_steps=2",
       _phases(dict(steps=10, seq_len=32, batch_size=8), dict(steps=10, seq_len=64, batch_size=3))],
-     "train.phases[1] (seq_len 64, batch_size 3): train.grad_accum_steps=2 does not divide train.batch_size=3"),
+     "config: train.grad_accum_steps=2 does not divide train.phases[1].batch_size=3"),
     (["train.steps=20", _phases(dict(steps=10, seq_len=32, batch_size=8), dict(steps=0, seq_len=64, batch_size=8))],
      "train.phases[1].steps must be positive"),
     (["train.steps=20", "data.corpus=[a.txt]",
@@ -101,14 +104,37 @@ def test_bad_phases_are_one_line_naming_the_phase(overrides, message):
     assert message in str(raised.value) and "\n" not in str(raised.value)
 
 
+def test_the_runs_own_length_and_batch_are_not_checked_under_phases():
+    """With train.phases, data.seq_len and train.batch_size are not read: only the phases' shapes must fit."""
+    _config(["train.steps=20", "train.grad_accum_steps=3",  # 3 does not divide the preset's batch of 32
+             _phases(dict(steps=10, seq_len=32, batch_size=6), dict(steps=10, seq_len=64, batch_size=9))])
+    _config(["train.steps=20", "model.max_position_embeddings=512", "objective.max_predictions=100",  # > 64
+             _phases(dict(steps=10, seq_len=256, batch_size=8), dict(steps=10, seq_len=512, batch_size=8))])
+    with pytest.raises(ConfigError, match=r"objective.max_predictions=100 exceeds train.phases\[0\].seq_len=64$"):
+        _config(["train.steps=20", "objective.max_predictions=100",
+                 _phases(dict(steps=10, seq_len=64, batch_size=8), dict(steps=10, seq_len=128, batch_size=8))])
+
+
 @pytest.fixture(scope="module")
 def prepared_16(tiny_corpus, tokenizer_dir, tmp_path_factory):
-    """The tiny corpus at 16 tokens with the session's tokenizer (`prepared` holds it at 32)."""
+    """The tiny corpus at 16 tokens with the session's tokenizer, a tenth of its documents held out."""
+    return _prepare(tiny_corpus, tokenizer_dir, tmp_path_factory.mktemp("prepared16") / "data", 16)
+
+
+@pytest.fixture(scope="module")
+def prepared_32(tiny_corpus, tokenizer_dir, tmp_path_factory):
+    """The same at 32 tokens (the same documents held out: the split hashes each document's text)."""
+    return _prepare(tiny_corpus, tokenizer_dir, tmp_path_factory.mktemp("prepared32") / "data", 32)
+
+
+def _prepare(corpus, tokenizer_dir, out, seq_len):
     from electra_jax.data.prepare import PackOptions, prepare
-    out = tmp_path_factory.mktemp("prepared16") / "data"
-    prepare([str(tiny_corpus)], tokenizer_dir, out, PackOptions(seq_len=16), workers=0, progress=False,
-            log=lambda _: None)
+    prepare([str(corpus)], tokenizer_dir, out, PackOptions(seq_len=seq_len, eval_fraction=EVAL_FRACTION), workers=0,
+            progress=False, log=lambda _: None)
     return out
+
+
+EVAL_FRACTION = 0.1
 
 
 def _curriculum(prepared_16, prepared, first_steps=40, second_steps=40, second_batch=8):
@@ -118,8 +144,10 @@ def _curriculum(prepared_16, prepared, first_steps=40, second_steps=40, second_b
 
 
 def _pretrain_args(run_dir, *overrides):
+    # Saves every 15 steps and evaluates every 25: the first phase's end (step 40) is neither.
     return ["pretrain", "--config", SMOKE, "--run-dir", str(run_dir), "--no-progress", *TINY, "mesh.data=-1",
-            "checkpoint.every_steps=10", "checkpoint.keep=20", *overrides]
+            "checkpoint.every_steps=15", "checkpoint.keep=20", "train.eval_every=25", "train.eval_batches=2",
+            *overrides]
 
 
 def test_a_phase_whose_data_has_another_length_is_refused_before_compiling(tmp_path, prepared, prepared_16, capsys,
@@ -187,69 +215,89 @@ def _assert_same_trajectory(a_dir, b_dir, steps):
 
 
 @pytest.fixture(scope="module")
-def straight(prepared, prepared_16, tmp_path_factory):
+def straight(prepared_32, prepared_16, tmp_path_factory):
     """80 uninterrupted steps: 40 of 16 x 16 tokens, then 40 of 8 x 32, and what the run printed."""
     run_dir = tmp_path_factory.mktemp("curriculum") / "straight"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert main(_pretrain_args(run_dir, *_curriculum(prepared_16, prepared))) == 0
+        assert main(_pretrain_args(run_dir, *_trained(prepared_16, prepared_32))) == 0
     return run_dir, printed.getvalue()
 
 
+def _trained(prepared_16, prepared_32):
+    return [*_curriculum(prepared_16, prepared_32), f"data.eval_fraction={EVAL_FRACTION}"]
+
+
 @pytest.mark.slow
-def test_each_phase_reads_its_own_data_under_one_schedule(straight, prepared, prepared_16):
+def test_each_phase_reads_its_own_data_under_one_schedule(straight, prepared_32, prepared_16):
     run_dir, output = straight
     records = _records(run_dir)
     assert "phase 1/2: steps 1-40 at seq_len 16, batch 16" in output
     assert "phase 2/2: steps 41-80 at seq_len 32, batch 8" in output
     # Each phase starts its own data at its beginning: the first batch of each folder, at that phase's batch size.
-    for step, folder, batch in ((1, prepared_16, 16), (41, prepared, 8)):
+    for step, folder, batch in ((1, prepared_16, 16), (41, prepared_32, 8)):
         first = next(PretrainingData(folder, batch, seed=0))
         assert records[step]["batch_hash"] == batch_hash({"input_ids": first["input_ids"]})
-    # One linear schedule over the 80 steps (warmup 2): no restart at the boundary.
-    config = _config([*TINY, *_curriculum(prepared_16, prepared)])
+    # One linear schedule over the 80 steps: no restart at the boundary.
+    config = _config([*TINY, *_trained(prepared_16, prepared_32)])
     schedule = make_schedule(config.schedule, config.optimizer.learning_rate, 80)
     np.testing.assert_allclose([records[s]["learning_rate"] for s in range(1, 81)],
                                [float(schedule(s - 1)) for s in range(1, 81)], rtol=1e-6)
+    # The first phase's last step is saved and evaluated though it is no multiple of 15 or 25, each phase on its
+    # own held-out shards.
     finished = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
-    assert finished == list(range(10, 81, 10))  # the phase end (40) among them
+    assert finished == [15, 30, 40, 45, 60, 75, 80]
+    assert sorted(s for s, r in records.items() if "eval_loss" in r) == [25, 40, 50, 75, 80]
+    for folder, batch in ((prepared_16, 16), (prepared_32, 8)):
+        assert f"2 batches of {batch} from {folder} (eval shards)" in output
 
 
 @pytest.mark.slow
-def test_resume_at_a_phase_boundary_is_exact(straight, prepared, prepared_16, tmp_path):
-    """Stopped at the first phase's last step: the rerun starts the second phase's data from its beginning."""
-    run_dir = tmp_path / "resumed"
-    overrides = _curriculum(prepared_16, prepared)
-    assert main(_pretrain_args(run_dir, *overrides, "train.stop_after=40")) == 0
-    assert main(_pretrain_args(run_dir, *overrides)) == 0
+def test_a_damaged_checkpoint_in_the_second_phase_falls_back_to_the_first_phases_end(straight, prepared_32,
+                                                                                     prepared_16, tmp_path):
+    """The newest checkpoint of the second phase does not restore: the run resumes from the first phase's last
+    step, starts the second phase's data from its beginning, and follows the uninterrupted run exactly."""
+    run_dir = tmp_path / "damaged"
+    shutil.copytree(straight[0], run_dir)
+    for step in (60, 75, 80):
+        shutil.rmtree(run_dir / "checkpoints" / str(step))
+    for blob in (run_dir / "checkpoints" / "45" / "state").rglob("*"):  # truncated, as a full disk leaves it
+        if blob.is_file() and blob.parent.name == "d":
+            blob.write_bytes(blob.read_bytes()[: blob.stat().st_size // 3])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        assert main(_pretrain_args(run_dir, *_trained(prepared_16, prepared_32))) == 0
+    assert "checkpoint 45" in printed.getvalue() and "resumed from step 40" in printed.getvalue()
     _assert_same_trajectory(straight[0], run_dir, 80)
+    discarded = [json.loads(line)["step"] for line in (run_dir / "metrics.discarded.jsonl").read_text().splitlines()]
+    assert min(discarded) == 41 and max(discarded) == 80  # recomputed, not read back
 
 
 @pytest.mark.slow
-def test_sigkill_inside_the_second_phase_then_resume_matches_the_uninterrupted_run(straight, prepared, prepared_16,
-                                                                               tmp_path):
+def test_sigkill_inside_the_second_phase_then_resume_matches_the_uninterrupted_run(straight, prepared_32, prepared_16,
+                                                                                   tmp_path):
     run_dir = tmp_path / "killed"
-    command = [sys.executable, "-m", "electra_jax", *_pretrain_args(run_dir, *_curriculum(prepared_16, prepared))]
-    victim = subprocess.Popen(command, env=ENV, cwd=REPO, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "electra_jax", *_pretrain_args(run_dir, *_trained(prepared_16, prepared_32))]
+    victim = subprocess.Popen(command, env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics, deadline, logged = run_dir / "metrics.jsonl", time.time() + 300, 0
     while time.time() < deadline and victim.poll() is None:
         logged = len(metrics.read_text().splitlines()) if metrics.exists() else 0
-        if logged >= 62:  # past the checkpoint at 50, perhaps mid-save of the one at 60
+        if logged >= 62:  # past the checkpoint at 60, perhaps mid-save of it
             break
         time.sleep(0.01)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert victim.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert 62 <= logged < 80
+    finished = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+    assert 40 < finished[-1] < 80  # inside the second phase
     resumed = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    restored = int((resumed.stdout + resumed.stderr).split("resumed from step ")[1].split()[0])
-    assert 40 < restored < 80  # inside the second phase
+    assert f"resumed from step {finished[-1]}" in resumed.stdout + resumed.stderr
     _assert_same_trajectory(straight[0], run_dir, 80)
     # The steps logged after the restored checkpoint were computed again: each is in metrics.jsonl once, the
     # first attempt's records in metrics.discarded.jsonl.
     logged_steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert logged_steps == list(range(1, 81))
     discarded = [json.loads(line)["step"] for line in (run_dir / "metrics.discarded.jsonl").read_text().splitlines()]
-    assert discarded and min(discarded) == restored + 1
+    assert discarded and min(discarded) == finished[-1] + 1
