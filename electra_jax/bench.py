@@ -1,13 +1,15 @@
 """`electra-jax bench`: a config's train step on the devices at hand, with synthetic batches.
 
-Reports (for each phase of a length curriculum, at its shape) compile time, step time (median over timed steps), tokens/s, model FLOP utilisation (the step's
-model FLOPs per second over the devices' peak) and peak memory. The peak comes from a table of dense
+Reports, for each phase of a length curriculum at its shape, compile time, step time (median over timed
+steps), tokens/s, model FLOP utilisation (the step's model FLOPs per second over the devices' peak) and peak
+memory. The peak comes from a table of dense
 matmul peaks per JAX device (TPU v2/v3: one core; v4 and later: one chip); a CPU's peak is measured in
 the same run (best fp32 matmul of 2048 x 2048), as no table can know it.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import resource
 import statistics
 import time
@@ -37,6 +39,7 @@ def table_peak(device_kind: str, dtype: str) -> float | None:
     return bf16 if dtype == "bfloat16" else f32
 
 
+@functools.cache  # measured once per process: every phase of a bench is read against the same peak
 def measured_matmul_peak(size: int = 2048, repeats: int = 10) -> float:
     """Best fp32 matmul FLOP/s of this host through XLA (all its threads: one CPU device's share is this
     divided by the number of devices)."""
@@ -67,8 +70,7 @@ def synthetic_batch(config: Config, vocab: int, seed: int = 0) -> dict[str, np.n
     return arrays
 
 
-def bench(config: Config, steps: int = 10, warmup: int = 2, log=print, cpu_peak: float | None = None) -> dict:
-    """The report of one shape; `cpu_peak`: a CPU's matmul peak already measured in this run."""
+def bench(config: Config, steps: int = 10, warmup: int = 2, log=print) -> dict:
     import jax
 
     from electra_jax.validation import validate
@@ -105,7 +107,7 @@ def bench(config: Config, steps: int = 10, warmup: int = 2, log=print, cpu_peak:
     achieved = family.flops_per_token(config) * tokens_per_second
     kind, dtype = devices[0].device_kind, config.model.dtype
     if devices[0].platform == "cpu":
-        peak, source = cpu_peak or measured_matmul_peak(), "fp32 matmul measured in this run"
+        peak, source = measured_matmul_peak(), "fp32 matmul measured in this run"
     else:
         per_device = table_peak(kind, dtype)
         peak = per_device * len(devices) if per_device else None
@@ -126,13 +128,11 @@ def bench_phases(config: Config, steps: int = 10, warmup: int = 2, log=print) ->
     `train.phases`: its one shape), each with the phase's steps, tokens and time at the measured step."""
     from electra_jax.phases import run_phases
     phases = run_phases(config)
-    results, cpu_peak = [], None
+    results = []
     for phase in phases:
         if phase.named:
             log(phase.describe(len(phases)))
-        result = bench(phase.config, steps=steps, warmup=warmup, log=log, cpu_peak=cpu_peak)
-        if result["peak_source"].startswith("fp32 matmul measured"):
-            cpu_peak = result["peak_tflops_per_s"] * 1e12
+        result = bench(phase.config, steps=steps, warmup=warmup, log=log)
         result.update(phase=phase.index, phase_steps=phase.steps,
                       phase_tokens=phase.steps * phase.batch_size * phase.seq_len,
                       phase_hours=phase.steps * result["step_s"] / 3600)

@@ -69,7 +69,7 @@ def prepare_data(config: Config, run_dir: Path, log=print) -> tuple[Config, tupl
             _check_layout(read_metadata(folder), folder, phase.seq_len, data_format, phase)
         if data.tokenizer:
             given = load_text_tokenizer(data.tokenizer)
-            for folder in dict.fromkeys(folders):
+            for folder in dict.fromkeys(folders):  # each folder once
                 _check_tokenizer(given, data.tokenizer, read_metadata(folder), folder)
         if not _has_tokenizer(tokenizer_dir):  # the run directory is self-contained
             with staged_folder(tokenizer_dir, "pretrain") as staging:
@@ -122,11 +122,9 @@ def _train_tokenizer(config: Config, files: list[Path], out: Path, log) -> None:
     train_vocabulary([str(f) for f in files], out, options, log=log)
 
 
-def _check_layout(metadata: dict, folder: Path, seq_len: int, data_format: str, phase: Phase | None = None,
-                  field: str = "data.prepared") -> None:
+def _check_layout(metadata: dict, folder: Path, seq_len: int, data_format: str, phase: Phase | None = None) -> None:
     """The folder holds the family's examples at the length of the run (or of the curriculum phase it feeds)."""
-    if phase is not None:
-        field = phase.data_field
+    field = phase.data_field if phase is not None else "data.prepared"
     if metadata["format"] != data_format:
         raise ConfigError(f"config: {field}={folder} holds {metadata['format']} examples; this run needs "
                           f"data prepared with --format {data_format}")
