@@ -7,6 +7,8 @@ import sys
 import traceback
 
 from electra_jax.config import ConfigError
+from electra_jax.finetune.schemes import SCHEMES
+from electra_jax.finetune.sizes import SIZE_TABLE
 from electra_jax.host_memory import keep_freed_memory
 
 
@@ -125,10 +127,13 @@ def _finetune(args) -> int:
     from electra_jax.finetune.train import FinetuneOptions, finetune
     options = FinetuneOptions(task=args.task, seeds=args.seeds, epochs=args.epochs, learning_rate=args.learning_rate,
                               batch_size=args.batch_size, layerwise_decay=args.layerwise_decay,
-                              seq_len=args.seq_len, tag_column=args.tag_column, text_field=args.text_field,
+                              seq_len=args.seq_len, tag_column=args.tag_column, token_column=args.token_column,
+                              tag_scheme=args.tag_scheme, drop_tags=tuple(filter(None, args.drop_tags.split(","))),
+                              text_field=args.text_field,
                               pair_field=args.pair_field, label_field=args.label_field, random_init=args.random_init,
                               dev_fraction=args.dev_fraction or 0.0, outside_tag=args.outside_tag,
-                              skip_malformed=args.skip_malformed)
+                              skip_malformed=args.skip_malformed, doc_stride=args.doc_stride,
+                              max_query_length=args.max_query_length, max_answer_length=args.max_answer_length)
     finetune(args.train, args.dev, args.init, args.out, test=args.test, options=options)
     return 0
 
@@ -138,7 +143,7 @@ def _add_source_options(parser) -> None:
                         help="text files or globs (.gz too; one paragraph per line, blank lines between "
                              "documents), tfds:NAME[/CONFIG][:SPLIT] (a TFDS dataset already in --tfds-data-dir) "
                              "or hf:PATH[:SPLIT] (a dataset saved with datasets' save_to_disk)")
-    parser.add_argument("--text-field", default="text", help="the text field of tfds:/hf: records (default: text)")
+    parser.add_argument("--text-field", default="text", help="the text field of tfds:/hf: records")
     parser.add_argument("--tfds-data-dir", help="TFDS data_dir (default: TFDS's own, ~/tensorflow_datasets)")
 
 
@@ -164,10 +169,28 @@ def _import(args) -> int:
     return 0
 
 
+class _ShowDefaults(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the default is nothing (None, off) or the help says
+    where the default comes from."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        nothing = any(action.default is value for value in (None, False, "", argparse.SUPPRESS))
+        if not action.option_strings or nothing or "default" in text or isinstance(action, argparse._HelpAction):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _ShowDefaults)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="electra-jax", description="Pretrain ELECTRA and ALBERT encoders in JAX.",
-                                     epilog=f"--debug anywhere on the line (or {DEBUG_ENV}=1) prints the full "
-                                            f"traceback of an error that is otherwise reported in one line")
+    parser = _Parser(prog="electra-jax", description="Pretrain ELECTRA and ALBERT encoders in JAX.",
+                     epilog=f"--debug anywhere on the line (or {DEBUG_ENV}=1) prints the full traceback of an error "
+                            f"that is otherwise reported in one line")
     commands = parser.add_subparsers(dest="command", required=True)
 
     pre = commands.add_parser("pretrain", help="pretrain an ELECTRA (generator + discriminator) or an ALBERT "
@@ -241,9 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_options(train)
     train.add_argument("--out", required=True, help="a new (or empty) folder; transformers' "
                                                     "AutoTokenizer.from_pretrained loads it")
-    train.add_argument("--kind", choices=("wordpiece", "sentencepiece"), default="wordpiece")
-    train.add_argument("--vocab-size", type=int, default=30522)
-    train.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=False)
+    train.add_argument("--kind", choices=("wordpiece", "sentencepiece"), default="wordpiece",
+                       help="wordpiece: ELECTRA and BERT; sentencepiece: ALBERT's unigram model")
+    train.add_argument("--vocab-size", type=int, default=30522, help="tokens in the vocabulary, special ones included")
+    train.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=False,
+                       help="lowercase the text before training and encoding")
     train.add_argument("--strip-accents", action=argparse.BooleanOptionalAction, default=False,
                        help="independent of --lowercase; off keeps å, ø, ñ, á")
     train.add_argument("--limit-alphabet", type=int, help="WordPiece: keep only this many distinct characters")
@@ -259,51 +284,72 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_options(prep)
     prep.add_argument("--tokenizer", required=True, help="a folder from `electra-jax tokenizer train`")
     prep.add_argument("--out", required=True, help="a new (or empty) folder for the shards and metadata.json")
-    prep.add_argument("--seq-len", type=int, default=128)
+    prep.add_argument("--seq-len", type=int, default=128, help="tokens per example, [CLS] and [SEP]s included")
     prep.add_argument("--format", choices=("electra", "albert"), default="electra",
                       help="electra: packed segments; albert: sentence pairs for sentence-order prediction")
     prep.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                       help="tokenizing processes (0: in this process); the output does not depend on it")
-    prep.add_argument("--seed", type=int, default=0)
+    prep.add_argument("--seed", type=int, default=0, help="seeds the short-target and segment-split choices")
     prep.add_argument("--short-seq-prob", type=float, help="share of shorter random targets (default: electra "
                                                            "0.05, albert 0.1)")
     prep.add_argument("--single-segment-prob", type=float, default=0.1, help="electra: share of one-segment examples")
-    prep.add_argument("--blank-lines-separate-docs", action=argparse.BooleanOptionalAction, default=True)
-    prep.add_argument("--examples-per-shard", type=int, default=10_000)
+    prep.add_argument("--blank-lines-separate-docs", action=argparse.BooleanOptionalAction, default=True,
+                      help="a blank line ends a document (segments never cross documents)")
+    prep.add_argument("--examples-per-shard", type=int, default=10_000, help="examples per ArrayRecord shard")
     prep.add_argument("--eval-fraction", type=float, default=0.0,
                       help="share of whole documents held out in eval-* shards for pretraining's held-out evaluation "
                            "(chosen by a hash of each document's text; the train shards never hold them)")
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
     prep.set_defaults(run=_prepare)
-    fine = commands.add_parser("finetune", help="fine-tune for NER, POS tagging or sentence (pair) classification; "
-                                                "writes results and the best model as an HF …ForTokenClassification "
-                                                "or …ForSequenceClassification")
-    fine.add_argument("--task", choices=("ner", "pos", "classify"), required=True)
+    fine = commands.add_parser("finetune", help="fine-tune for NER, POS tagging, sentence (pair) classification or "
+                                                "regression, or extractive QA; writes results and the best model as "
+                                                "an HF …ForTokenClassification, …ForSequenceClassification or "
+                                                "…ForQuestionAnswering")
+    fine.add_argument("--task", choices=("ner", "pos", "classify", "regression", "qa"), required=True,
+                      help="regression: sentence pairs with a number (STS-B, KorSTS), scored by Spearman and "
+                           "Pearson; qa: extractive question answering (SQuAD v1.1/v2.0, KorQuAD), EM and F1")
     fine.add_argument("--train", required=True, help="ner/pos: CoNLL-style columns (token, tags; tab or space) or "
-                                                     "CoNLL-U; classify: CSV, TSV (with a header row) or JSONL")
+                                                     "CoNLL-U; classify/regression: CSV, TSV (with a header row) or "
+                                                     "JSONL; qa: SQuAD JSON")
     fine.add_argument("--dev", help="the dev split (model selection); or hold part of --train out with "
                                     "--dev-fraction")
     fine.add_argument("--dev-fraction", type=float, help="without --dev: hold out this share of the training "
                                                          "examples (a fixed random split) as dev")
-    fine.add_argument("--test")
+    fine.add_argument("--test", help="the test split, scored with the dev-selected model of every seed")
     fine.add_argument("--init", required=True, help="a pretraining or distillation run directory, or a Hugging "
                                                     "Face ELECTRA, ALBERT or BERT folder")
     fine.add_argument("--out", required=True, help="a new (or empty) folder: results.json, results.md, hf/")
-    fine.add_argument("--seeds", type=int, default=1)
-    fine.add_argument("--epochs", type=int, default=3)
-    fine.add_argument("--learning-rate", type=float, default=1e-4)
-    fine.add_argument("--batch-size", type=int, default=32)
-    fine.add_argument("--layerwise-decay", type=float, default=0.8, help="head lr, top layer lr*d, ... "
-                                                                          "embeddings lr*d^(layers+1)")
+    fine.add_argument("--seeds", type=int, default=1, help="fine-tuning runs (seeds 0 .. N-1), summarised as "
+                                                            "mean +- sd")
+    fine.add_argument("--epochs", type=int, default=3, help="passes over --train; the best epoch on dev is kept")
+    fine.add_argument("--learning-rate", type=float, help="peak learning rate (default: from the model's hidden "
+                                                          "size, as the ELECTRA paper's table: " + SIZE_TABLE + ")")
+    fine.add_argument("--batch-size", type=int, default=32, help="examples (token tasks: windows) per step")
+    fine.add_argument("--layerwise-decay", type=float, help="head lr, top layer lr*d, ... embeddings lr*d^(layers+1) "
+                                                            "(default: 0.9 from hidden size 1024 up, else 0.8)")
     fine.add_argument("--seq-len", type=int, default=128, help="longer sentences are split into several windows")
-    fine.add_argument("--tag-column", type=int, default=1, help="0-based column of the tag in CoNLL-style files")
+    fine.add_argument("--tag-column", type=int, default=1, help="0-based column of the tag in CoNLL-style files "
+                                                                "(GermEval 2014's outer tags: 2)")
+    fine.add_argument("--token-column", type=int, default=0, help="0-based column of the token (GermEval 2014, "
+                                                                  "with its index column first: 1)")
+    fine.add_argument("--tag-scheme", choices=SCHEMES, default="iob2",
+                      help="ner: the files' tags, read as IOB2: iob2 (B-X, I-X; bare IO types too), iob1, bioes "
+                           "(BILOU too) or suffix (X-B, X-I, as Naver NER)")
+    fine.add_argument("--drop-tags", default="", metavar="TYPE[,TYPE...]",
+                      help="ner: entity types trained and scored as O (e.g. MISC: DaNE without MISC; default: none)")
     fine.add_argument("--outside-tag", default="O", help="ner: the tag of words outside entities (e.g. 0); bare "
                                                          "entity tags (IO: PER on every word) are read as IOB2")
     fine.add_argument("--skip-malformed", action="store_true", help="ner/pos: leave out (and count) lines without "
                                                                     "the tag column instead of stopping")
-    fine.add_argument("--text-field", default="text", help="classify: the field (column) holding the sentence")
-    fine.add_argument("--pair-field", help="classify: the field holding the second sentence of a pair")
-    fine.add_argument("--label-field", default="label", help="classify: the field holding the label")
+    fine.add_argument("--text-field", default="text", help="classify/regression: the field (column) holding the "
+                                                           "sentence")
+    fine.add_argument("--pair-field", help="classify/regression: the field holding the second sentence of a pair")
+    fine.add_argument("--label-field", default="label", help="classify/regression: the field holding the label "
+                                                             "(regression: a number)")
+    fine.add_argument("--doc-stride", type=int, help="qa: tokens shared by consecutive windows of a long context "
+                                                     "(default: 128, or half a window's context where that is less)")
+    fine.add_argument("--max-query-length", type=int, default=64, help="qa: question tokens kept")
+    fine.add_argument("--max-answer-length", type=int, default=30, help="qa: tokens in the longest answer")
     fine.add_argument("--random-init", action="store_true", help="the --init model's architecture and tokenizer "
                                                                  "with fresh parameters (a baseline)")
     fine.set_defaults(run=_finetune, runs_steps=True)

@@ -45,6 +45,11 @@ class WordPieceText:
     def encode_lines(self, lines: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(lines, add_special_tokens=False)]
 
+    def encode_with_offsets(self, lines: list[str]) -> list[list[tuple[int, int, int]]]:
+        """Per line, (id, first character, last character + 1) of each token in that line."""
+        return [[(i, start, end) for i, (start, end) in zip(e.ids, e.offsets)]
+                for e in self.tokenizer.encode_batch(lines, add_special_tokens=False)]
+
     def word_starts(self) -> np.ndarray:
         """Per id: does the token begin a word (is it not a "##" continuation)?"""
         starts = np.ones(self.vocab_size, bool)
@@ -80,6 +85,22 @@ class SentencePieceText:
         prepared = [sentencepiece_text(line, lowercase=self.lowercase, keep_accents=self.keep_accents)
                     for line in lines]
         return self.processor.encode(prepared, out_type=int)
+
+    def encode_with_offsets(self, lines: list[str]) -> list[list[tuple[int, int, int]]]:
+        """Per line, (id, first character, last character + 1) of each piece in that line. Where the text
+        preparation changes a line's length (accents stripped), every piece spans the whole line: a line here is
+        one word, so an answer then ends at word boundaries."""
+        encoded = []
+        for line in lines:
+            prepared = sentencepiece_text(line, lowercase=self.lowercase, keep_accents=self.keep_accents)
+            pieces = self.processor.encode(prepared, out_type="immutable_proto").pieces
+            if len(prepared) != len(line):
+                encoded.append([(piece.id, 0, len(line)) for piece in pieces])
+                continue
+            chars = np.cumsum([0] + [len(c.encode()) for c in prepared])  # byte offset of each character
+            encoded.append([(piece.id, int(np.searchsorted(chars, piece.begin)), int(np.searchsorted(chars, piece.end)))
+                            for piece in pieces])
+        return encoded
 
     def word_starts(self) -> np.ndarray:
         """Per id: does the piece begin a word? As google-research/albert's is_start_piece: pieces with the

@@ -28,6 +28,7 @@ def train_flops_per_token(config: Config) -> float:
 
 
 CLASSIFIER_ROWS = [("classifier/kernel", "classifier.weight", TRANSPOSE), ("classifier/bias", "classifier.bias", SAME)]
+QA_ROWS = [("classifier/kernel", "qa_outputs.weight", TRANSPOSE), ("classifier/bias", "qa_outputs.bias", SAME)]
 
 FAMILY = Family(
     name="albert",
@@ -54,6 +55,7 @@ FAMILY = Family(
         export=hf.export,
         import_run=import_single,
         token_head=("AlbertForTokenClassification", CLASSIFIER_ROWS),
+        qa_head=("AlbertForQuestionAnswering", QA_ROWS),
         sequence_head=("AlbertForSequenceClassification", CLASSIFIER_ROWS),
         read_tokenizer=hf.read_tokenizer,
         fresh_rows=hf.fresh_rows,

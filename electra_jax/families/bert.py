@@ -12,6 +12,7 @@ from electra_jax.metrics import distill_flops_per_token
 from electra_jax.models.bert import Bert
 
 CLASSIFIER_ROWS = [("classifier/kernel", "classifier.weight", TRANSPOSE), ("classifier/bias", "classifier.bias", SAME)]
+QA_ROWS = [("classifier/kernel", "qa_outputs.weight", TRANSPOSE), ("classifier/bias", "qa_outputs.bias", SAME)]
 
 FAMILY = Family(
     name="bert",
@@ -40,6 +41,7 @@ FAMILY = Family(
         export=hf.export,
         import_run=import_single,
         token_head=("BertForTokenClassification", CLASSIFIER_ROWS),
+        qa_head=("BertForQuestionAnswering", QA_ROWS),
         sequence_head=("BertForSequenceClassification", CLASSIFIER_ROWS),
         read_tokenizer=hf.read_tokenizer,
         fresh_rows=hf.fresh_rows,

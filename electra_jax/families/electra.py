@@ -58,6 +58,7 @@ FAMILY = Family(
         export=hf.export,
         import_run=hf.import_pair,
         token_head=("ElectraForTokenClassification", _linear("classifier", "classifier")),
+        qa_head=("ElectraForQuestionAnswering", _linear("classifier", "qa_outputs")),
         sequence_head=("ElectraForSequenceClassification", _linear("classifier_dense", "classifier.dense")
                        + _linear("classifier_out_proj", "classifier.out_proj")),
         subfolders=tuple(hf.TOWERS),

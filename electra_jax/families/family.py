@@ -25,6 +25,7 @@ class HFSide:
     import_run: Callable[..., Path]  # (source, out_dir, generator, base config path, log) -> run directory
     token_head: tuple[str, Rows]  # (…ForTokenClassification, the head's rows)
     sequence_head: tuple[str, Rows]  # (…ForSequenceClassification, the head's rows)
+    qa_head: tuple[str, Rows]  # (…ForQuestionAnswering, its qa_outputs rows: our token head's two outputs)
     read_tokenizer: Callable | None = None  # folder -> (lowercase, strip_accents, write(folder)); one-model families
     fresh_rows: Callable | None = None  # (ModelConfig, architecture) -> our parameters a file of it lacks
     subfolders: tuple[str, ...] = ()  # the model folders its export writes inside OUT_DIR (ELECTRA's two towers)

@@ -17,50 +17,68 @@ class FinetuneDataError(ValueError):
 class TaggedSentence:
     tokens: list[str]
     tags: list[str]
-    line: int = 0  # of the first token, for messages
+    lines: list[int] = dataclasses.field(default_factory=list)  # of each token, for messages
+
+    @property
+    def line(self) -> int:
+        return self.lines[0] if self.lines else 0
 
 
 def _tagged_sentences(path: Path, word) -> list[TaggedSentence]:
     """Blank lines end sentences; `word(number, line, stripped)` gives (token, tag), or None to skip the line."""
-    sentences, tokens, tags, first = [], [], [], 0
+    sentences, tokens, tags, lines = [], [], [], []
     for number, line in _lines(path):
         stripped = line.strip()
         if not stripped:
             if tokens:
-                sentences.append(TaggedSentence(tokens, tags, first))
-                tokens, tags = [], []
+                sentences.append(TaggedSentence(tokens, tags, lines))
+                tokens, tags, lines = [], [], []
             continue
         pair = word(number, line, stripped)
         if pair is None:
             continue
-        first = first if tokens else number
         tokens.append(pair[0])
         tags.append(pair[1])
+        lines.append(number)
     if tokens:
-        sentences.append(TaggedSentence(tokens, tags, first))
+        sentences.append(TaggedSentence(tokens, tags, lines))
     return _nonempty(sentences, path)
 
 
-def read_columns(path: str | Path, column: int = 1, skipped: list[int] | None = None) -> list[TaggedSentence]:
-    """Token in the first column, the tag in `column` (0-based), tab or space separated; blank lines end
-    sentences; `-DOCSTART-` lines and `# ...` comments are skipped. A line without the tag column is an error,
-    or, when a `skipped` list is given, left out and its number appended there."""
+def read_columns(path: str | Path, column: int = 1, skipped: list[int] | None = None, token_column: int = 0,
+                 check_tag=None, spaces: list[int] | None = None) -> list[TaggedSentence]:
+    """The token in `token_column`, its tag in `column` (both 0-based), tab or space separated; blank lines end
+    sentences. Skipped: `-DOCSTART-` lines; comments (`# id = ...`, KLUE's `## ...`, and with an index column
+    before the token, as GermEval 2014 has, every line starting with `#`); whitespace-only tokens (the spaces of
+    character-level files such as KLUE's, which no subword model predicts), their line numbers appended to
+    `spaces`. A line without the tag column is an error, or, when a `skipped` list is given, left out and its
+    number appended there. `check_tag(tag)` returns why a tag is wrong (an error at its line), or None."""
     path = Path(path)
+    needed = max(column, token_column)
 
     def word(number, line, stripped):
-        if stripped.startswith("-DOCSTART-") or (stripped.startswith("# ") and "\t" not in stripped):
-            return None  # document markers and "# id = ..." comments (a hashtag token has no space after #)
+        if stripped.startswith("-DOCSTART-") or (stripped.startswith("#") and (
+                token_column > 0 or stripped.lstrip("#").startswith(" "))):
+            return None  # a hashtag token ("#dkpol", or "#" then a tab) has no space after its #s
         fields = line.rstrip("\n").split("\t") if "\t" in line else stripped.split()
-        if len(fields) <= column:
+        if len(fields) <= needed:
             if skipped is not None:
                 skipped.append(number)
                 return None
-            raise FinetuneDataError(f"{path}:{number}: {len(fields)} column(s), no tag column {column} "
-                                    f"(0-based; choose it with --tag-column, or leave such lines out with "
-                                    f"--skip-malformed): {stripped[:60]!r}")
-        token, tag = fields[0].strip(), fields[column].strip()
+            which = "tag" if column >= token_column else "token"
+            raise FinetuneDataError(f"{path}:{number}: {len(fields)} column(s), no {which} column {needed} (0-based; "
+                                    f"choose them with --tag-column and --token-column, or leave such lines out "
+                                    f"with --skip-malformed): {stripped[:60]!r}")
+        token, tag = fields[token_column].strip(), fields[column].strip()
+        if not token and fields[token_column] and tag:
+            if spaces is not None:
+                spaces.append(number)
+            return None
         if not token or not tag:
             raise FinetuneDataError(f"{path}:{number}: empty token or tag: {stripped[:60]!r}")
+        problem = check_tag(tag) if check_tag else None
+        if problem:
+            raise FinetuneDataError(f"{path}:{number}: {problem}")
         return token, tag
     return _tagged_sentences(path, word)
 
@@ -80,31 +98,6 @@ def read_conllu(path: str | Path) -> list[TaggedSentence]:
             return None
         return fields[1], fields[3]
     return _tagged_sentences(path, word)
-
-
-def io_to_iob2(tags: list[str], outside: str = "O") -> tuple[list[str], int]:
-    """IO tags (a bare type such as PER on every word of an entity; `outside` for the rest) as IOB2: a run of
-    one type is one entity. Prefixed tags pass through. Returns the tags and how many were bare."""
-    converted, previous, bare = [], "O", 0
-    for tag in tags:
-        if tag in (outside, "O"):
-            tag = "O"
-        elif not tag.startswith(("B-", "I-")):
-            tag, bare = ("I-" if previous[2:] == tag else "B-") + tag, bare + 1
-        converted.append(tag)
-        previous = tag
-    return converted, bare
-
-
-def repair_iob2(tags: list[str]) -> tuple[list[str], int]:
-    """A stray I-X (after O, or after another type) becomes B-X, as conlleval reads it; returns the count."""
-    repaired, previous, count = [], "O", 0
-    for tag in tags:
-        if tag.startswith("I-") and previous[2:] != tag[2:]:
-            tag, count = "B-" + tag[2:], count + 1
-        repaired.append(tag)
-        previous = tag
-    return repaired, count
 
 
 @dataclasses.dataclass
@@ -165,5 +158,7 @@ def check_labels(sentences_or_labels, known: set[str], path: str | Path) -> None
         labels = item.tags if isinstance(item, TaggedSentence) else [item.label]
         unknown = sorted(set(labels) - known)
         if unknown:
-            raise FinetuneDataError(f"{path}:{item.line}: label(s) {', '.join(unknown)} never occur in the training "
+            tagged = isinstance(item, TaggedSentence) and len(item.lines) == len(labels)
+            line = item.lines[labels.index(unknown[0])] if tagged else item.line
+            raise FinetuneDataError(f"{path}:{line}: label(s) {', '.join(unknown)} never occur in the training "
                                     f"data (known: {', '.join(sorted(known))})")

@@ -78,8 +78,9 @@ class Sequences:
     truncated: int  # examples that lost tokens to the length limit
 
 
-def encode_examples(examples, tokenizer, label_ids: dict[str, int], seq_len: int) -> Sequences:
-    """Sentences or pairs, cut to `seq_len` longest-first (as transformers' `truncation=True`)."""
+def encode_examples(examples, tokenizer, label_ids: dict[str, int] | None, seq_len: int) -> Sequences:
+    """Sentences or pairs, cut to `seq_len` longest-first (as transformers' `truncation=True`); `label_ids` None:
+    no labels (the caller fills them)."""
     specials = tokenizer.specials
     firsts = tokenizer.encode_lines([e.text for e in examples])
     seconds = tokenizer.encode_lines([e.pair for e in examples]) if examples[0].pair is not None else None
@@ -101,5 +102,5 @@ def encode_examples(examples, tokenizer, label_ids: dict[str, int], seq_len: int
             tokens += [*second[:keep_second], specials.sep]
             segments[row, keep_first + 2:len(tokens)] = 1
         ids[row, :len(tokens)] = tokens
-    labels = np.asarray([label_ids[e.label] for e in examples], np.int32)
+    labels = np.asarray([label_ids[e.label] for e in examples] if label_ids is not None else [], np.int32)
     return Sequences(ids, segments, labels, truncated)

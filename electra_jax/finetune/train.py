@@ -21,8 +21,10 @@ from electra_jax.config import ScheduleConfig
 from electra_jax.finetune.data import FinetuneDataError
 from electra_jax.families import family_of
 from electra_jax.finetune.model import HEAD_NAMES
+from electra_jax.finetune.qa import context_room, qa_stride
+from electra_jax.finetune.schemes import SCHEMES
+from electra_jax.finetune.sizes import size_defaults
 from electra_jax.finetune.tasks import TASKS
-from electra_jax.finetune.tokens import IGNORE
 from electra_jax.optim import decay_mask, layerwise_multipliers, make_schedule, scale_by_multipliers
 
 @dataclasses.dataclass(frozen=True)
@@ -30,13 +32,19 @@ class FinetuneOptions:
     task: str = "ner"
     seeds: int = 1
     epochs: int = 3
-    learning_rate: float = 1e-4
+    learning_rate: float | None = None  # None: from the model's size (sizes.py), as is layerwise_decay
     batch_size: int = 32
-    layerwise_decay: float = 0.8
+    layerwise_decay: float | None = None
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
     seq_len: int = 128
-    tag_column: int = 1  # token tasks: 0-based column of the tag in CoNLL-style files
+    tag_column: int = 1  # token tasks: 0-based columns of the tag and the token in CoNLL-style files
+    token_column: int = 0
+    tag_scheme: str = "iob2"  # ner: the tags' scheme in the files (schemes.SCHEMES), read as IOB2
+    drop_tags: tuple[str, ...] = ()  # ner: entity types trained and scored as O (DaNE "without MISC")
+    doc_stride: int | None = None  # qa: tokens shared by consecutive windows of a context (None: qa_stride)
+    max_query_length: int = 64  # qa: question tokens kept
+    max_answer_length: int = 30  # qa: tokens in the longest answer
     text_field: str = "text"  # classify: the CSV/TSV/JSONL fields
     pair_field: str | None = None
     label_field: str = "label"
@@ -66,6 +74,26 @@ def _check_options(options: FinetuneOptions) -> None:
     if options.seeds < 1 or options.epochs < 1 or options.batch_size < 1 or options.seq_len < 8:
         raise FinetuneDataError("finetune: --seeds, --epochs and --batch-size must be at least 1 and --seq-len at "
                                 "least 8")
+    if options.learning_rate is not None and not options.learning_rate > 0:
+        raise FinetuneDataError(f"finetune: --learning-rate must be positive, got {options.learning_rate}")
+    if options.layerwise_decay is not None and not 0.0 < options.layerwise_decay <= 1.0:
+        raise FinetuneDataError(f"finetune: --layerwise-decay must be in (0, 1], got {options.layerwise_decay}")
+    if options.tag_scheme not in SCHEMES:
+        raise FinetuneDataError(f"finetune: --tag-scheme must be one of {', '.join(SCHEMES)}, got "
+                                f"{options.tag_scheme!r}")
+    if min(options.tag_column, options.token_column) < 0 or options.tag_column == options.token_column:
+        raise FinetuneDataError(f"finetune: --token-column {options.token_column} and --tag-column "
+                                f"{options.tag_column} must be two different 0-based columns")
+    if options.task == "qa":
+        room = context_room(options.seq_len, options.max_query_length)
+        if room < 8 or options.max_query_length < 1 or options.max_answer_length < 1:
+            raise FinetuneDataError(f"finetune: --seq-len {options.seq_len} leaves {room} context tokens beside "
+                                    f"--max-query-length {options.max_query_length} question tokens; raise --seq-len "
+                                    f"(384 is usual for QA) or lower --max-query-length")
+        if options.doc_stride is not None and not 0 <= options.doc_stride < room:
+            raise FinetuneDataError(f"finetune: --doc-stride {options.doc_stride} must be below the {room} context "
+                                    f"tokens a window holds (--seq-len {options.seq_len} minus "
+                                    f"--max-query-length {options.max_query_length} and 3 special tokens)")
     if options.dev_fraction and not 0.0 < options.dev_fraction <= 0.5:
         raise FinetuneDataError(f"finetune: --dev-fraction must be in (0, 0.5], got {options.dev_fraction}")
 
@@ -91,10 +119,12 @@ def finetune(train: str, dev: str | None, init: str, out_dir: str | Path, test: 
     if (dev is None) == (not options.dev_fraction):
         raise FinetuneDataError("finetune: give either --dev FILE or --dev-fraction F (a share of --train held out)")
     task = TASKS[options.task]
+    if options.task == "qa" and options.doc_stride is None:
+        options = dataclasses.replace(options, doc_stride=qa_stride(options.seq_len, options.max_query_length))
     out_dir = Path(out_dir)
     refuse_nonempty(out_dir, "finetune")
     paths = {"train": train, **({"dev": dev} if dev else {}), **({"test": test} if test else {})}
-    splits = {name: task.read(path, options) for name, path in paths.items()}
+    splits = {name: task.read(path, options, training=name == "train") for name, path in paths.items()}
     items = {name: split[0] for name, split in splits.items()}
     labels = task.labels(items["train"])  # before a hold-out, so that dev has no label the head lacks
     if dev is None:
@@ -109,29 +139,30 @@ def finetune(train: str, dev: str | None, init: str, out_dir: str | Path, test: 
     if options.seq_len > config.model.max_position_embeddings:
         raise FinetuneDataError(f"finetune: --seq-len {options.seq_len} exceeds the model's "
                                 f"{config.model.max_position_embeddings} positions")
+    options = _fit_to_size(options, config.model, log)
     tokenizer = load_text_tokenizer(tokenizer_dir)
     label_ids = {label: i for i, label in enumerate(labels)}
-    encoded = {name: task.encode(split, tokenizer, label_ids, options.seq_len) for name, split in items.items()}
+    encoded = {name: task.encode(split, tokenizer, label_ids, options) for name, split in items.items()}
     notes = {name: split[1] for name, split in splits.items()}
-    log(f"{options.task}: {len(labels)} labels; " + "; ".join(
+    log(f"{options.task}: " + (f"{len(labels)} labels; " if task.named_labels else "") + "; ".join(
         f"{name} {task.describe(items[name], encoded[name])}" + (f", {notes[name]}" if notes[name] else "")
         for name in encoded))
     model = family_of(config.model).classifier(config.model, len(labels), task.per_token)
     pad = tokenizer.specials.pad
-    predict = jax.jit(lambda p, ids, segments: model.apply({"params": p}, ids, segments,
-                                                           (ids != pad).astype(jnp.int32)).argmax(-1))
+    predict = jax.jit(lambda p, ids, segments: task.decode(model.apply({"params": p}, ids, segments,
+                                                                       (ids != pad).astype(jnp.int32))))
 
-    def evaluate(params, name):
-        return task.score(items[name], encoded[name], _predictions(predict, params, encoded[name]), labels)
+    def evaluate(params, name, tuned=None):
+        return task.score(items[name], encoded[name], _predictions(predict, params, encoded[name]), labels, tuned)
 
     runs = []
     for seed in range(options.seeds):
         start = time.perf_counter()
-        params, dev_scores, epoch = _train_one(model, pretrained, encoded["train"], evaluate, task.metric, options,
-                                               seed, pad, log)
+        params, dev_scores, epoch = _train_one(model, pretrained, encoded["train"], evaluate, task, options, seed,
+                                               pad, log)
         result = {"seed": seed, "best_epoch": epoch, "dev": dev_scores, "seconds": time.perf_counter() - start}
         if "test" in encoded:
-            result["test"] = evaluate(params, "test")
+            result["test"] = evaluate(params, "test", tuned=dev_scores)
         runs.append((result, params))
         log(f"seed {seed}: dev {task.metric} {dev_scores[task.metric]:.4f}"
             + (f", test {result['test'][task.metric]:.4f}" if "test" in result else "")
@@ -142,13 +173,34 @@ def finetune(train: str, dev: str | None, init: str, out_dir: str | Path, test: 
     (out_dir / "results.md").write_text(results_table(summary))
     best_result, best_params = max(runs, key=lambda run: run[0]["dev"][task.metric])
     from electra_jax.finetune.export import export_classifier
-    architecture = export_classifier(model, best_params, labels, tokenizer_dir, out_dir / "hf")
+    architecture = export_classifier(model, best_params, labels, tokenizer_dir, out_dir / "hf", task.head,
+                                     task.problem_type)
+    answers = getattr(task, "answers", None)  # qa: the official scripts' predictions file, per split
+    for name in ("dev", "test") if answers else ():
+        if name in encoded:
+            predicted = answers(items[name], encoded[name], _predictions(predict, best_params, encoded[name]),
+                                tuned=best_result["dev"])
+            (out_dir / f"predictions-{name}.json").write_text(json.dumps(predicted, indent=1, ensure_ascii=False)
+                                                              + "\n", encoding="utf-8")
     log(f"results: {out_dir / 'results.json'}, {out_dir / 'results.md'}; best model (seed {best_result['seed']}) "
         f"as {architecture}: {out_dir / 'hf'}")
     return summary
 
 
-def _train_one(model, pretrained, train, evaluate, metric: str, options: FinetuneOptions, seed: int, pad: int, log):
+def _fit_to_size(options: FinetuneOptions, model, log) -> FinetuneOptions:
+    """The learning rate and layerwise decay not given, chosen from the model's hidden size (and said)."""
+    learning_rate, decay = size_defaults(model)
+    chosen = {name: value for name, value in (("learning_rate", learning_rate), ("layerwise_decay", decay))
+              if getattr(options, name) is None}
+    if chosen:
+        log(f"for hidden size {model.hidden_size}: " + ", ".join(f"--{name.replace('_', '-')} {value:g}"
+                                                                 for name, value in chosen.items())
+            + " (the ELECTRA paper's fine-tuning table; give them to choose)")
+    return dataclasses.replace(options, **chosen)
+
+
+def _train_one(model, pretrained, train, evaluate, task, options: FinetuneOptions, seed: int, pad: int, log):
+    metric = task.metric
     steps_per_epoch = max(1, len(train.input_ids) // options.batch_size)
     total = steps_per_epoch * options.epochs
     ids = jnp.zeros((1, options.seq_len), jnp.int32)
@@ -170,9 +222,7 @@ def _train_one(model, pretrained, train, evaluate, metric: str, options: Finetun
             attention = (batch["input_ids"] != pad).astype(jnp.int32)
             logits = model.apply({"params": p}, batch["input_ids"], batch["segment_ids"], attention,
                                  deterministic=False, rngs={"dropout": rng})
-            real = batch["labels"] != IGNORE  # per token: first subwords only; per sequence: every example
-            losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(batch["labels"], 0))
-            return (losses * real).sum() / jnp.maximum(real.sum(), 1)
+            return task.loss(logits, batch["labels"])
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
