@@ -128,7 +128,7 @@ def _finetune(args) -> int:
     options = FinetuneOptions(task=args.task, seeds=args.seeds, epochs=args.epochs, learning_rate=args.learning_rate,
                               batch_size=args.batch_size, layerwise_decay=args.layerwise_decay,
                               seq_len=args.seq_len, tag_column=args.tag_column, token_column=args.token_column,
-                              tag_scheme=args.tag_scheme, drop_tags=tuple(filter(None, args.drop_tags.split(","))),
+                              tag_scheme=args.tag_scheme, drop_tags=tuple(t.strip() for t in args.drop_tags.split(",") if t.strip()),
                               text_field=args.text_field,
                               pair_field=args.pair_field, label_field=args.label_field, random_init=args.random_init,
                               dev_fraction=args.dev_fraction or 0.0, outside_tag=args.outside_tag,

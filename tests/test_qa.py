@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from electra_jax.data.spm import save_sentencepiece, train_sentencepiece
 from electra_jax.data.text_tokenizer import SpecialIds, load_text_tokenizer
 from electra_jax.data.tokenizer import save_tokenizer, train_wordpiece
 from electra_jax.finetune.data import FinetuneDataError
@@ -135,11 +136,17 @@ def test_options_are_checked_before_anything_runs(tmp_path):
 
 
 def test_token_offsets_are_the_characters_each_token_came_from(tmp_path):
+    """WordPiece and (lower-casing) SentencePiece: each word's tokens cover its characters, in order."""
     words = ["Kongens", "Nytorv", "ligger", "i", "København", "Kongensgade", "17."]
     tokenizer = train_wordpiece(lambda: iter(["Kongens Nytorv ligger i København ."] * 3), 80)
     save_tokenizer(tokenizer, tmp_path / "wp")
-    text = load_text_tokenizer(tmp_path / "wp")
-    for word, pieces in zip(words, text.encode_with_offsets(words)):
-        assert [i for i, _, _ in pieces] == text.encode_lines([word])[0]
-        assert pieces[0][1] == 0 and pieces[-1][2] == len(word)
-        assert all(a[2] == b[1] for a, b in zip(pieces, pieces[1:]))  # contiguous
+    sentences = ["Kongens Nytorv ligger i København og Ærø ligger syd for Fyn ."] * 20
+    save_sentencepiece(train_sentencepiece(iter(sentences), 30), tmp_path / "spm", lowercase=True,
+                       strip_accents=False)
+    pieces_of = load_text_tokenizer(tmp_path / "spm")
+    for text in (load_text_tokenizer(tmp_path / "wp"), pieces_of):
+        for word, pieces in zip(words + ["Ærø,"], text.encode_with_offsets(words + ["Ærø,"])):
+            assert [i for i, _, _ in pieces] == text.encode_lines([word])[0]
+            spans = [(a, b) for _, a, b in pieces if b > a]  # SentencePiece's lone "▁" spans nothing
+            assert spans[0][0] == 0 and spans[-1][1] == len(word), (word, pieces)
+            assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # contiguous

@@ -89,12 +89,12 @@ class SentencePieceText:
     def encode_with_offsets(self, lines: list[str]) -> list[list[tuple[int, int, int]]]:
         """Per line, (id, first character, last character + 1) of each piece in that line. Where the text
         preparation changes a line's length (accents stripped), every piece spans the whole line: a line here is
-        one word, so an answer then ends at word boundaries."""
+        one word, so an answer then ends at word boundaries. (Lower-casing keeps the characters in place.)"""
         encoded = []
         for line in lines:
             prepared = sentencepiece_text(line, lowercase=self.lowercase, keep_accents=self.keep_accents)
-            pieces = self.processor.encode(prepared, out_type="immutable_proto").pieces
-            if len(prepared) != len(line):
+            pieces = self.processor.encode(prepared, out_type="proto").pieces  # begin/end: bytes of `prepared`
+            if len(prepared) != len(line) or prepared != (line.lower() if self.lowercase else line):
                 encoded.append([(piece.id, 0, len(line)) for piece in pieces])
                 continue
             chars = np.cumsum([0] + [len(c.encode()) for c in prepared])  # byte offset of each character

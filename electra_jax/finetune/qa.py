@@ -174,7 +174,8 @@ def best_spans(questions: list[Question], windows: QAWindows, logits_NxLx2: np.n
                 score = float(start_L[s] + end_L[e])
                 if score > best[index][1]:
                     text = questions[index].context[windows.offsets[row, s, 0]:windows.offsets[row, e, 1]]
-                    best[index] = (text, score)
+                    if text.strip():  # a lone "▁" piece spans no characters
+                        best[index] = (text, score)
     return [(text, score - null_score) for (text, score), null_score in zip(best, null)]
 
 
@@ -225,14 +226,18 @@ def squad_scores(questions: list[Question], spans: list[tuple[str, float]], thre
 
 
 def best_threshold(questions: list[Question], spans: list[tuple[str, float]]) -> float:
-    """The margin threshold with the best total F1: questions answered in order of falling margin, every cut
-    point tried (the official script's best_f1_thresh, with our margin as its negated no-answer probability)."""
+    """The margin threshold with the best total F1, as the official v2 script's find_best_thresh counts it
+    (our margin is its negated no-answer probability): from "no answer" everywhere (the unanswerable questions
+    right), questions are answered in order of falling margin; an answerable one then adds its F1, an
+    unanswerable one given a non-empty answer costs 1. Answering nothing is a threshold above every margin."""
     order = np.argsort([-margin for _, margin in spans], kind="stable")
-    total = best_total = float(sum(question_scores(q, "")[1] for q in questions))  # everything "no answer"
-    best = np.inf  # answer nothing
+    total = best_total = sum(not q.answerable for q in questions)
+    best = max([margin for _, margin in spans if np.isfinite(margin)], default=0.0) + 1.0
     for i in order:
         text, margin = spans[i]
-        total += question_scores(questions[i], text)[1] - question_scores(questions[i], "")[1]
+        if not np.isfinite(margin):
+            break  # no valid span: never answered
+        total += question_scores(questions[i], text)[1] if questions[i].answerable else -float(bool(text))
         if total > best_total:
             best_total, best = total, margin
     return float(best)

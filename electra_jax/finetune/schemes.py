@@ -33,7 +33,8 @@ def tag_problem(tag: str, scheme: str, outside: str = "O") -> str | None:
         return None
     guess = ("suffix" if suffixed and prefix is None else "iob2" if prefix in ("B", "I")
              else "bioes" if prefix in ("E", "S", "L", "U") else None)
-    hint = f"; the file looks like --tag-scheme {guess}" if guess and guess != scheme else ""
+    hint = (f"; the file looks like --tag-scheme {guess}" if guess and guess != scheme
+            else "; if 0 marks the words outside entities, pass --outside-tag 0" if tag == "0" else "")
     return f"tag {tag!r} does not fit --tag-scheme {scheme} ({shape}; {outside!r} outside entities){hint}"
 
 

@@ -9,7 +9,8 @@ from electra_jax.config import ModelConfig
 
 # (largest hidden size, learning rate, layerwise decay), smallest first; the last row takes every larger model.
 BY_HIDDEN_SIZE = ((255, 1e-3, 0.8), (511, 3e-4, 0.8), (1023, 1e-4, 0.8), (None, 5e-5, 0.9))
-SIZE_TABLE = "hidden < 256: 1e-3, < 512 (Small, Medium): 3e-4, < 1024 (Base): 1e-4, else (Large): 5e-5"
+SIZE_TABLE = ("hidden below 256: 1e-3, 256-511 (ELECTRA Small, Medium): 3e-4, 512-1023 (Base): 1e-4, 1024 and up "
+              "(Large): 5e-5")
 
 
 def size_defaults(model: ModelConfig) -> tuple[float, float]:

@@ -262,7 +262,8 @@ class QATask:
     def score(items, encoded, predictions, labels, tuned=None) -> dict:
         from electra_jax.finetune.qa import best_spans, squad_scores
         spans = best_spans(items, encoded, predictions)
-        with_null = any(not q.answerable for q in items)
+        # The dev split decides: a v2 model (dev had unanswerable questions) brings its threshold to test.
+        with_null = "threshold" in tuned if tuned else any(not q.answerable for q in items)
         return squad_scores(items, spans, tuned.get("threshold") if tuned else None, with_null)
 
     @staticmethod

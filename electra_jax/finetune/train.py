@@ -86,7 +86,10 @@ def _check_options(options: FinetuneOptions) -> None:
                                 f"{options.tag_column} must be two different 0-based columns")
     if options.task == "qa":
         room = context_room(options.seq_len, options.max_query_length)
-        if room < 8 or options.max_query_length < 1 or options.max_answer_length < 1:
+        if options.max_query_length < 1 or options.max_answer_length < 1:
+            raise FinetuneDataError(f"finetune: --max-query-length and --max-answer-length must be at least 1, got "
+                                    f"{options.max_query_length} and {options.max_answer_length}")
+        if room < 8:
             raise FinetuneDataError(f"finetune: --seq-len {options.seq_len} leaves {room} context tokens beside "
                                     f"--max-query-length {options.max_query_length} question tokens; raise --seq-len "
                                     f"(384 is usual for QA) or lower --max-query-length")
