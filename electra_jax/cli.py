@@ -9,6 +9,8 @@ import traceback
 from electra_jax.config import ConfigError
 from electra_jax.finetune.schemes import SCHEMES
 from electra_jax.finetune.sizes import SIZE_TABLE
+
+TASK_NAMES = ("ner", "pos", "classify", "regression", "qa")  # finetune/tasks.py's TASKS (not imported: jax)
 from electra_jax.host_memory import keep_freed_memory
 
 
@@ -135,6 +137,18 @@ def _finetune(args) -> int:
                               skip_malformed=args.skip_malformed, doc_stride=args.doc_stride,
                               max_query_length=args.max_query_length, max_answer_length=args.max_answer_length)
     finetune(args.train, args.dev, args.init, args.out, test=args.test, options=options)
+    return 0
+
+
+def _predict(args) -> int:
+    from electra_jax.finetune.predict import predict
+    overrides = {"seq_len": args.seq_len, "token_column": args.token_column, "tag_scheme": args.tag_scheme,
+                 "outside_tag": args.outside_tag, "text_field": args.text_field, "pair_field": args.pair_field,
+                 "doc_stride": args.doc_stride, "max_query_length": args.max_query_length,
+                 "max_answer_length": args.max_answer_length}
+    log = print if args.output else (lambda line: print(line, file=sys.stderr))  # stdout holds the predictions
+    predict(args.model, args.input, args.output, task=args.task, overrides=overrides, batch_size=args.batch_size,
+            log=log)
     return 0
 
 
@@ -305,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "regression, or extractive QA; writes results and the best model as "
                                                 "an HF …ForTokenClassification, …ForSequenceClassification or "
                                                 "…ForQuestionAnswering")
-    fine.add_argument("--task", choices=("ner", "pos", "classify", "regression", "qa"), required=True,
+    fine.add_argument("--task", choices=TASK_NAMES, required=True,
                       help="regression: sentence pairs with a number (STS-B, KorSTS), scored by Spearman and "
                            "Pearson; qa: extractive question answering (SQuAD v1.1/v2.0, KorQuAD), EM and F1")
     fine.add_argument("--train", required=True, help="ner/pos: CoNLL-style columns (token, tags; tab or space) or "
@@ -353,6 +367,26 @@ def build_parser() -> argparse.ArgumentParser:
     fine.add_argument("--random-init", action="store_true", help="the --init model's architecture and tokenizer "
                                                                  "with fresh parameters (a baseline)")
     fine.set_defaults(run=_finetune, runs_steps=True)
+
+    pred = commands.add_parser("predict", help="run a fine-tuned model over a file: the answers in the layout "
+                                                "finetune's predictions files have, and examples/s and tokens/s")
+    pred.add_argument("--model", required=True, help="the hf/ folder finetune wrote (or its FT_OUT folder)")
+    pred.add_argument("--input", required=True, help="ner/pos: tokens in CoNLL columns (tags, if any, ignored) or "
+                                                     "CoNLL-U; classify/regression: CSV, TSV or JSONL; qa: SQuAD JSON")
+    pred.add_argument("--output", help="where the predictions go (default: standard output; the timing then goes "
+                                       "to standard error)")
+    pred.add_argument("--task", choices=tuple(TASK_NAMES), help="default: the task the model was fine-tuned for")
+    pred.add_argument("--batch-size", type=int, default=64, help="windows per step")
+    pred.add_argument("--seq-len", type=int, help="default, as for every option below: the fine-tuning's")
+    pred.add_argument("--token-column", type=int, help="ner/pos: 0-based column of the token")
+    pred.add_argument("--tag-scheme", choices=SCHEMES, help="ner: the scheme the tags are written in")
+    pred.add_argument("--outside-tag", help="ner: the tag written for words outside entities")
+    pred.add_argument("--text-field", help="classify/regression: the field holding the sentence")
+    pred.add_argument("--pair-field", help="classify/regression: the field holding the second sentence")
+    pred.add_argument("--doc-stride", type=int, help="qa: tokens shared by consecutive windows")
+    pred.add_argument("--max-query-length", type=int, help="qa: question tokens kept")
+    pred.add_argument("--max-answer-length", type=int, help="qa: tokens in the longest answer")
+    pred.set_defaults(run=_predict, runs_steps=True)
     return parser
 
 

@@ -135,6 +135,14 @@ def _assert_hf_parity(run_dir, hf_dir, per_token, firsts=(WIDGET, "Det regner ik
     np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
+def _assert_predict_matches(out, split, name):
+    """`electra-jax predict` on the exported model writes what finetune wrote for the same split, and times it."""
+    written = out / f"predict-{name}"
+    log = _cli("predict", "--model", str(out / "hf"), "--input", str(split), "--output", str(written))
+    assert written.read_text(encoding="utf-8") == (out / name).read_text(encoding="utf-8")
+    assert "examples/s" in log and "tokens/s" in log
+
+
 @pytest.fixture(scope="module")
 def danish(shared_data, tmp_path_factory):
     """A smoke-sized ELECTRA pretrained for 100 steps on the DaN+ training text, NER subsets and sentence pairs."""
@@ -183,6 +191,7 @@ def test_ner_fine_tunes_above_chance_and_answers_through_the_pipeline(danish):
     _assert_hf_parity(danish / "run", out / "hf", per_token=True)
     entities = transformers.pipeline("token-classification", model=str(out / "hf"),
                                      aggregation_strategy="simple")(WIDGET)
+    _assert_predict_matches(out, danish / "dev.tsv", "predictions-dev.tsv")
     assert entities and {e["entity_group"] for e in entities} <= {"PER", "LOC", "ORG", "MISC", "LOCderiv",
                                                                    "LOCpart", "ORGpart", "PERpart", "MISCpart",
                                                                    "ORGderiv"}
@@ -220,6 +229,7 @@ def test_sentence_pair_classification(danish):
     answers = [classify({"text": "Det regner i dag .", "text_pair": "Han bor ikke i Aarhus ."})["label"],
                classify({"text": "Det regner i dag .", "text_pair": "Han bor i Aarhus ."})["label"]]
     assert answers == ["negated", "plain"]
+    _assert_predict_matches(out, danish / "pairs_dev.tsv", "predictions-dev.jsonl")
 
 
 def test_sentence_pair_regression(danish):
@@ -248,6 +258,7 @@ def test_sentence_pair_regression(danish):
     assert stats.spearmanr(gold, predicted).statistic == pytest.approx(dev["spearman"], abs=1e-4)
     assert stats.pearsonr(gold, predicted).statistic == pytest.approx(dev["pearson"], abs=1e-4)
     _assert_hf_parity(danish / "run", out / "hf", per_token=False)
+    _assert_predict_matches(out, danish / "scores_dev.tsv", "predictions-dev.jsonl")
 
 
 def test_extractive_qa_squad_v2_through_transformers(danish):
@@ -293,6 +304,7 @@ def test_extractive_qa_squad_v2_through_transformers(danish):
         assert context[offsets[best[0]][0]:offsets[best[1]][1]] == ours, (qa, ours)
         compared += 1
     assert compared > 100
+    _assert_predict_matches(out, danish / "qa_dev.json", "predictions-dev.json")
 
 
 def test_albert_token_and_sentence_heads(danish):

@@ -258,6 +258,9 @@ def test_learning_rate_follows_the_model_size_and_help_shows_every_default():
                 assert "default" in formatter._expand_help(action), (parser.prog, action.option_strings)
                 checked += 1
     assert checked >= 25
+    from electra_jax.cli import TASK_NAMES
+    from electra_jax.finetune.tasks import TASKS
+    assert TASK_NAMES == tuple(TASKS)  # the CLI names the tasks without importing them (and jax)
     text = build_parser()._subparsers._group_actions[0].choices["finetune"].format_help()
     assert "(default: 32)" in " ".join(text.split()) and "ELECTRA paper" in text
 

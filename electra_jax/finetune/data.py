@@ -45,16 +45,17 @@ def _tagged_sentences(path: Path, word) -> list[TaggedSentence]:
     return _nonempty(sentences, path)
 
 
-def read_columns(path: str | Path, column: int = 1, skipped: list[int] | None = None, token_column: int = 0,
+def read_columns(path: str | Path, column: int | None = 1, skipped: list[int] | None = None, token_column: int = 0,
                  check_tag=None, spaces: list[int] | None = None) -> list[TaggedSentence]:
     """The token in `token_column`, its tag in `column` (both 0-based), tab or space separated; blank lines end
     sentences. Skipped: `-DOCSTART-` lines; comments (`# id = ...`, KLUE's `## ...`, and with an index column
     before the token, as GermEval 2014 has, every line starting with `#`); whitespace-only tokens (the spaces of
     character-level files such as KLUE's, which no subword model predicts), their line numbers appended to
     `spaces`. A line without the tag column is an error, or, when a `skipped` list is given, left out and its
-    number appended there. `check_tag(tag)` returns why a tag is wrong (an error at its line), or None."""
+    number appended there. `check_tag(tag)` returns why a tag is wrong (an error at its line), or None.
+    `column` None: tokens only (text to tag), every tag "" and other columns ignored."""
     path = Path(path)
-    needed = max(column, token_column)
+    needed = token_column if column is None else max(column, token_column)
 
     def word(number, line, stripped):
         if stripped.startswith("-DOCSTART-") or (stripped.startswith("#") and (
@@ -65,16 +66,16 @@ def read_columns(path: str | Path, column: int = 1, skipped: list[int] | None = 
             if skipped is not None:
                 skipped.append(number)
                 return None
-            which = "tag" if column >= token_column else "token"
+            which = "token" if column is None or column < token_column else "tag"
             raise FinetuneDataError(f"{path}:{number}: {len(fields)} column(s), no {which} column {needed} (0-based; "
                                     f"choose them with --tag-column and --token-column, or leave such lines out "
                                     f"with --skip-malformed): {stripped[:60]!r}")
-        token, tag = fields[token_column].strip(), fields[column].strip()
-        if not token and fields[token_column] and tag:
+        token, tag = fields[token_column].strip(), "" if column is None else fields[column].strip()
+        if not token and fields[token_column] and (tag or column is None):
             if spaces is not None:
                 spaces.append(number)
             return None
-        if not token or not tag:
+        if not token or (not tag and column is not None):
             raise FinetuneDataError(f"{path}:{number}: empty token or tag: {stripped[:60]!r}")
         problem = check_tag(tag) if check_tag else None
         if problem:
@@ -109,8 +110,9 @@ class SentenceExample:
 
 
 def read_sentences(path: str | Path, text_field: str = "text", pair_field: str | None = None,
-                   label_field: str = "label") -> list[SentenceExample]:
-    """Single sentences or pairs with a label from CSV, TSV (header row) or JSONL (one object per line)."""
+                   label_field: str | None = "label") -> list[SentenceExample]:
+    """Single sentences or pairs with a label from CSV, TSV (header row) or JSONL (one object per line);
+    `label_field` None: no labels (text to classify), every label ""."""
     path = Path(path)
     if path.suffix == ".jsonl":
         rows = []
@@ -132,7 +134,7 @@ def read_sentences(path: str | Path, text_field: str = "text", pair_field: str |
                                     f"{', '.join(map(str, row))}); choose them with --text-field/--pair-field/"
                                     f"--label-field")
         examples.append(SentenceExample(str(row[text_field]), str(row[pair_field]) if pair_field else None,
-                                        str(row[label_field]), number))
+                                        str(row[label_field]) if label_field else "", number))
     return _nonempty(examples, path)
 
 

@@ -35,8 +35,10 @@ def hf_classifier_config(model: ModelConfig, architecture: str, labels: list[str
 
 
 def export_classifier(model, params: dict, labels: list[str], tokenizer_dir: Path, out: Path, head: str,
-                      problem_type: str | None = "single_label_classification") -> str:
-    """Writes `out` (model.safetensors, config.json, the tokenizer files); returns the HF architecture."""
+                      problem_type: str | None = "single_label_classification", settings: dict | None = None) -> str:
+    """Writes `out` (model.safetensors, config.json, the tokenizer files); returns the HF architecture.
+    `settings` go into config.json as `electra_jax_finetune` (transformers keeps unknown keys), for
+    `electra-jax predict`."""
     from safetensors.numpy import save_file
 
     from electra_jax.data.text_tokenizer import copy_tokenizer
@@ -44,7 +46,9 @@ def export_classifier(model, params: dict, labels: list[str], tokenizer_dir: Pat
     tensors = {hf: convert(np.asarray(get_path(params, ours)), layout) for ours, hf, layout in rows}
     out.mkdir(parents=True)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    settings = hf_classifier_config(model.config, architecture, labels, problem_type)
-    (out / "config.json").write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
+    hf_config = hf_classifier_config(model.config, architecture, labels, problem_type)
+    if settings:
+        hf_config["electra_jax_finetune"] = settings
+    (out / "config.json").write_text(json.dumps(hf_config, indent=2, ensure_ascii=False) + "\n")
     copy_tokenizer(tokenizer_dir, out)
     return architecture

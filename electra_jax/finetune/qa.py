@@ -41,9 +41,10 @@ class Question:
         return bool(self.answers)
 
 
-def read_squad(path: str | Path) -> tuple[list[Question], int]:
+def read_squad(path: str | Path, answers: bool = True) -> tuple[list[Question], int]:
     """The questions of a SQuAD-format file, and how many answers were not at their `answer_start` (those
-    questions keep their answer texts for scoring but have no position to learn from)."""
+    questions keep their answer texts for scoring but have no position to learn from). `answers` False:
+    questions to answer, their answers (if any) not read."""
     path = Path(path)
     if not path.is_file():
         raise FinetuneDataError(f"{path}: file not found")
@@ -63,17 +64,17 @@ def read_squad(path: str | Path) -> tuple[list[Question], int]:
                 where = f"data[{i}].paragraphs[{j}].qas[{k}]"
                 if not isinstance(qa.get("question"), str) or "id" not in qa:
                     raise FinetuneDataError(f"{path}: {where} needs a \"question\" and an \"id\"")
-                impossible = bool(qa.get("is_impossible", False))
-                answers = [] if impossible else qa.get("answers") or []
-                if not impossible and not answers:
+                impossible = bool(qa.get("is_impossible", False)) or not answers
+                given = [] if impossible else qa.get("answers") or []
+                if not impossible and not given:
                     raise FinetuneDataError(f"{path}: {where} (id {qa['id']}) has no answers and is not "
                                             f"\"is_impossible\"")
                 try:
-                    texts, start = [a["text"] for a in answers], int(answers[0]["answer_start"]) if answers else -1
+                    texts, start = [a["text"] for a in given], int(given[0]["answer_start"]) if given else -1
                 except (KeyError, TypeError, ValueError):
                     raise FinetuneDataError(f"{path}: {where} (id {qa['id']}): every answer needs \"text\" and "
                                             f"\"answer_start\"") from None
-                if answers and context[start:start + len(texts[0])] != texts[0]:
+                if given and context[start:start + len(texts[0])] != texts[0]:
                     start, misplaced = -1, misplaced + 1
                 questions.append(Question(str(qa["id"]), qa["question"], context, texts, start, where))
     if not questions:

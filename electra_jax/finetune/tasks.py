@@ -7,6 +7,7 @@ regression: sentence pairs with a number (STS-B, KorSTS), mean squared error, Pe
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -14,14 +15,16 @@ import numpy as np
 import optax
 
 from electra_jax.finetune.data import FinetuneDataError, check_labels, read_columns, read_conllu, read_sentences
-from electra_jax.finetune.schemes import drop_types, tag_problem, to_iob2
+from electra_jax.finetune.schemes import drop_types, from_iob2, tag_problem, to_iob2
 from electra_jax.finetune.metrics import classification_scores, entity_scores, token_accuracy
 from electra_jax.finetune.tokens import IGNORE, encode_examples, encode_sentences, words_from_windows
 
 
 class _Classes:
     """Softmax over labels: cross-entropy on every labelled position, the most likely label as the answer.
-    `score(..., tuned)`: the dev scores of the same model, for what a task tunes on dev (QA's null threshold)."""
+    `score(..., tuned)`: the dev scores of the same model, for what a task tunes on dev (QA's null threshold).
+    `read_unlabelled` and `write_predictions` are `electra-jax predict`'s (and the predictions files'): text
+    without labels in, the model's answers out in the input's own layout."""
     problem_type = "single_label_classification"
     named_labels = True  # the outputs are labels read from the training data
 
@@ -106,6 +109,27 @@ class TokenTask(_Classes):
     def describe(items, encoded) -> str:
         return f"{len(items):,} sentences in {len(encoded.input_ids):,} windows"
 
+    prediction_suffix = ".tsv"
+
+    @staticmethod
+    def read_unlabelled(path, options, labels) -> list:
+        """Tokens in `options.token_column` (other columns ignored) or CoNLL-U FORMs."""
+        path = Path(path)
+        sentences = read_conllu(path) if path.suffix == ".conllu" else read_columns(path, None, None,
+                                                                                    options.token_column, spaces=[])
+        for sentence in sentences:
+            sentence.tags = [labels[0]] * len(sentence.tokens)
+        return sentences
+
+    def write_predictions(self, items, encoded, predictions, labels, options, tuned=None) -> str:
+        """Token TAB predicted tag, a blank line after each sentence; NER tags in `options.tag_scheme`."""
+        blocks = []
+        for sentence, tags in zip(items, words_from_windows(encoded, predictions, items, labels)):
+            if self.name == "ner":  # a stray I-X read as B-X, as the scores read it, then the file's scheme
+                tags = from_iob2(to_iob2(tags, "iob2")[0], options.tag_scheme, options.outside_tag)
+            blocks.append("".join(f"{token}\t{tag}\n" for token, tag in zip(sentence.tokens, tags)))
+        return "\n".join(blocks)
+
     def score(self, items, encoded, predictions, labels, tuned=None) -> dict:
         gold, predicted = [s.tags for s in items], words_from_windows(encoded, predictions, items, labels)
         if self.name == "pos":
@@ -148,6 +172,26 @@ class SentenceTask(_Classes):
     def score(items, encoded, predictions, labels, tuned=None) -> dict:
         return classification_scores([e.label for e in items], [labels[p] for p in predictions])
 
+    prediction_suffix = ".jsonl"
+    answer_field = "label"
+
+    @staticmethod
+    def read_unlabelled(path, options, labels) -> list:
+        examples = read_sentences(path, options.text_field, options.pair_field, None)
+        for example in examples:
+            example.label = labels[0]
+        return examples
+
+    @staticmethod
+    def answer(prediction, labels):
+        return labels[int(prediction)]
+
+    def write_predictions(self, items, encoded, predictions, labels, options, tuned=None) -> str:
+        """One JSON object per example: the text (and pair) and the answer."""
+        rows = [{options.text_field: e.text, **({options.pair_field: e.pair} if e.pair is not None else {}),
+                 self.answer_field: self.answer(p, labels)} for e, p in zip(items, predictions)]
+        return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
 
 @dataclasses.dataclass(frozen=True)
 class RegressionTask(SentenceTask):
@@ -171,6 +215,19 @@ class RegressionTask(SentenceTask):
             if not np.isfinite(example.label):
                 raise FinetuneDataError(f"{path}:{example.line}: {options.label_field} is {example.label}")
         return examples, ""
+
+    answer_field = "score"
+
+    @staticmethod
+    def read_unlabelled(path, options, labels) -> list:
+        examples = read_sentences(path, options.text_field, options.pair_field, None)
+        for example in examples:
+            example.label = 0.0
+        return examples
+
+    @staticmethod
+    def answer(prediction, labels):
+        return round(float(prediction), 6)
 
     @staticmethod
     def labels(items) -> list[str]:
@@ -266,13 +323,22 @@ class QATask:
         with_null = "threshold" in tuned if tuned else any(not q.answerable for q in items)
         return squad_scores(items, spans, tuned.get("threshold") if tuned else None, with_null)
 
+    prediction_suffix = ".json"
+
     @staticmethod
-    def answers(items, encoded, predictions, tuned) -> dict[str, str]:
-        """{question id: answer text, "" for no answer}, with the dev-tuned null threshold."""
+    def read_unlabelled(path, options, labels) -> list:
+        from electra_jax.finetune.qa import read_squad
+        return read_squad(path, answers=False)[0]
+
+    @staticmethod
+    def write_predictions(items, encoded, predictions, labels, options, tuned=None) -> str:
+        """{question id: answer text, "" for no answer (with the dev-tuned null threshold)}: what the official
+        evaluation scripts read."""
         from electra_jax.finetune.qa import best_spans
-        threshold = tuned.get("threshold", -np.inf)
-        return {q.id: "" if margin < threshold else text
-                for q, (text, margin) in zip(items, best_spans(items, encoded, predictions))}
+        threshold = (tuned or {}).get("threshold", -np.inf)
+        answers = {q.id: "" if margin < threshold else text
+                   for q, (text, margin) in zip(items, best_spans(items, encoded, predictions))}
+        return json.dumps(answers, indent=1, ensure_ascii=False) + "\n"
 
 
 TASKS = {"ner": TokenTask("ner"), "pos": TokenTask("pos"), "classify": SentenceTask(), "regression": RegressionTask(),

@@ -172,22 +172,36 @@ def finetune(train: str, dev: str | None, init: str, out_dir: str | Path, test: 
             + f" ({result['seconds']:.0f} s)")
     summary = _summary([r for r, _ in runs], task, options, labels, notes, init)
     summary["parameters"] = int(sum(leaf.size for leaf in jax.tree.leaves(runs[0][1])))
+    best_result, best_params = max(runs, key=lambda run: run[0]["dev"][task.metric])
+    # The best model's predictions, in the layout `electra-jax predict` writes, and the time the test set takes
+    # (the predict step is compiled by then: dev was scored with it).
+    for name in ("dev", "test"):
+        if name in encoded:
+            start = time.perf_counter()
+            predicted = _predictions(predict, best_params, encoded[name])
+            seconds = time.perf_counter() - start
+            if name == "test":
+                summary["test_inference"] = {"seconds": seconds, "examples_per_second": len(items[name]) / seconds}
+            text = task.write_predictions(items[name], encoded[name], predicted, labels, options, best_result["dev"])
+            (out_dir / f"predictions-{name}{task.prediction_suffix}").write_text(text, encoding="utf-8")
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out_dir / "results.md").write_text(results_table(summary))
-    best_result, best_params = max(runs, key=lambda run: run[0]["dev"][task.metric])
     from electra_jax.finetune.export import export_classifier
     architecture = export_classifier(model, best_params, labels, tokenizer_dir, out_dir / "hf", task.head,
-                                     task.problem_type)
-    answers = getattr(task, "answers", None)  # qa: the official scripts' predictions file, per split
-    for name in ("dev", "test") if answers else ():
-        if name in encoded:
-            predicted = answers(items[name], encoded[name], _predictions(predict, best_params, encoded[name]),
-                                tuned=best_result["dev"])
-            (out_dir / f"predictions-{name}.json").write_text(json.dumps(predicted, indent=1, ensure_ascii=False)
-                                                              + "\n", encoding="utf-8")
-    log(f"results: {out_dir / 'results.json'}, {out_dir / 'results.md'}; best model (seed {best_result['seed']}) "
-        f"as {architecture}: {out_dir / 'hf'}")
+                                     task.problem_type, finetune_settings(options, best_result["dev"]))
+    log(f"results: {out_dir / 'results.json'}, {out_dir / 'results.md'}; predictions: {out_dir}/predictions-*; "
+        f"best model (seed {best_result['seed']}) as {architecture}: {out_dir / 'hf'}")
     return summary
+
+
+def finetune_settings(options: FinetuneOptions, dev_scores: dict) -> dict:
+    """What `electra-jax predict` reads the way fine-tuning did, kept in the export's config.json."""
+    kept = ("task", "seq_len", "token_column", "tag_scheme", "outside_tag", "text_field", "pair_field",
+            "doc_stride", "max_query_length", "max_answer_length")
+    settings = {name: getattr(options, name) for name in kept}
+    if "threshold" in dev_scores:  # qa v2: the null threshold tuned on dev
+        settings["null_threshold"] = dev_scores["threshold"]
+    return settings
 
 
 def _fit_to_size(options: FinetuneOptions, model, log) -> FinetuneOptions:
@@ -276,7 +290,9 @@ def results_table(summary: dict) -> str:
 
     def cell(key):
         return f"{100 * summary[key]['mean']:.2f} +- {100 * summary[key]['sd']:.2f}" if key in summary else "-"
-    return "\n".join([f"| model | params | seeds | dev {metric} | test {metric} | wall time per seed |",
-                      "|---|---|---|---|---|---|",
+    inference = summary.get("test_inference")
+    timing = f"{inference['seconds']:.1f} s ({inference['examples_per_second']:,.0f}/s)" if inference else "-"
+    return "\n".join([f"| model | params | seeds | dev {metric} | test {metric} | wall time per seed | "
+                      f"test inference |", "|---|---|---|---|---|---|---|",
                       f"| {name} | {summary['parameters'] / 1e6:.2f}M | {len(summary['runs'])} | {cell('dev')} | "
-                      f"{cell('test')} | {summary['seconds']['mean']:.0f} s |", ""])
+                      f"{cell('test')} | {summary['seconds']['mean']:.0f} s | {timing} |", ""])
