@@ -26,7 +26,7 @@ OPS = ("auto", "xla", "cpu")  # model.ops: see models/ops.py
 
 @dataclass(frozen=True)
 class ModelConfig:
-    architecture: str = "electra"  # electra | albert | bert (bert: imported or distilled, not pretrained)
+    architecture: str = "electra"  # electra | albert | bert (bert: imported, adapted by masked LM, or distilled)
     vocab_size: int = 0  # 0: taken from the tokenizer
     embedding_size: int = 128
     hidden_size: int = 256

@@ -240,7 +240,7 @@ def check_resume(config: Config, run_dir: Path) -> None:
     saved, given = to_dict(saved_config), to_dict(config)
     # A curriculum fixes the length and batch of the phases begun, checked below, not one data.seq_len.
     curriculum = bool(saved_config.train.phases or config.train.phases)
-    command = family_of(config.model).trained_by
+    command = family_of(config.model).trained_by(config)
     for section, names in RESUME_FIXED.items():
         if steps[-1] == 0 and section in ("data", "train"):  # an import: no data position to keep
             continue

@@ -180,9 +180,6 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
     run_dir = Path(run_dir)
     validate(config, jax.device_count())  # mesh and batch errors before any data work or compile
     family = family_of(config.model)
-    if family.trained_by != "pretrain":
-        raise ConfigError(f"config: model.architecture={family.name} is for imported models and distilled "
-                          f"students; pretrain a model of another family (or distil one with `electra-jax distill`)")
     check_inputs(config)
     with hold_run_dir(run_dir, "pretrain"):
         config, data_folders, metadata, log = start_run(config, run_dir, log)
@@ -268,7 +265,7 @@ def train_loop(config: Config, run_dir: Path, trainings: Sequence[Training], dat
     bar = None
     if progress and is_main:
         from tqdm import tqdm
-        bar = tqdm(total=end, initial=start, desc=family.trained_by, unit="step", mininterval=2.0, dynamic_ncols=True)
+        bar = tqdm(total=end, initial=start, desc=family.trained_by(config), unit="step", mininterval=2.0, dynamic_ncols=True)
     pending = None  # (step, device metrics): fetched one step late so logging never stalls the device
     last_values: dict[str, float] = {}
     window_tokens, window_start = 0.0, time.perf_counter()

@@ -54,9 +54,9 @@ def validate(config: Config, num_devices: int | None = None) -> None:
             if value != default:
                 raise ConfigError(f"config: {name}={value} is an ELECTRA option (a generator and a discriminator); "
                                   f"a {m.architecture} model has one tower: leave it out")
-    if o.whole_word_masking and m.architecture != "electra":
-        raise ConfigError(f"config: objective.whole_word_masking is an ELECTRA option; a {m.architecture} model "
-                          f"masks by its own rule (ALBERT: whole-word n-grams up to objective.max_ngram)")
+    if o.whole_word_masking and m.architecture == "albert":
+        raise ConfigError("config: objective.whole_word_masking is an ELECTRA and BERT option; ALBERT masks whole-word "
+                          "n-grams by its own rule (up to objective.max_ngram)")
     for name in ("dtype", "param_dtype"):
         if getattr(m, name) not in ("float32", "bfloat16"):
             raise ConfigError(f"config: model.{name} must be float32 or bfloat16, got {getattr(m, name)!r}")

@@ -1,6 +1,6 @@
-"""BERT: imported models (e.g. multilingual BERT as a distillation teacher) and the students distilled from
-them; no pretraining objective here (`electra-jax distill` trains it). One HF model (BertForMaskedLM) each
-way, a WordPiece vocabulary."""
+"""BERT: imported models (e.g. multilingual BERT as a distillation teacher), adapted to a language by masked-LM
+pretraining (`objectives/bert.py`), and the students `electra-jax distill` makes of them. One HF model
+(BertForMaskedLM) each way, a WordPiece vocabulary."""
 from __future__ import annotations
 
 from electra_jax.families.family import Family, HFSide
@@ -8,26 +8,39 @@ from electra_jax.finetune.model import BertClassifier
 from electra_jax.hf import bert as hf
 from electra_jax.hf.importer import import_single
 from electra_jax.hf.names import SAME, TRANSPOSE, bert_rows
-from electra_jax.metrics import distill_flops_per_token
+from electra_jax.metrics import distill_flops_per_token, encoder_flops_per_token
 from electra_jax.models.bert import Bert
+from electra_jax.objectives.bert import BertMlmObjective
 
 CLASSIFIER_ROWS = [("classifier/kernel", "classifier.weight", TRANSPOSE), ("classifier/bias", "classifier.bias", SAME)]
 QA_ROWS = [("classifier/kernel", "qa_outputs.weight", TRANSPOSE), ("classifier/bias", "qa_outputs.bias", SAME)]
+
+def flops_per_token(config) -> float:
+    """A distillation step's (teacher forward + student forward and backward), or a masked-LM step's: forward
+    and backward (3x forward) of the encoder and of the MLM head at the masked positions."""
+    if config.distill.student_layers:
+        return distill_flops_per_token(config, config.model.num_layers)
+    m, seq_len = config.model, config.data.seq_len
+    forward = encoder_flops_per_token(m.num_layers, m.hidden_size, m.intermediate_size, seq_len)
+    forward += config.max_predictions / seq_len * (2 * m.hidden_size ** 2 + 2 * m.hidden_size * m.vocab_size)
+    return 3.0 * forward
+
 
 FAMILY = Family(
     name="bert",
     model=Bert,
     classifier=BertClassifier,
-    objective=None,
-    data_format="electra",  # a distillation student reads packed segments
+    objective=BertMlmObjective,
+    data_format="electra",  # packed segments, for masked-LM adaptation and distillation alike
     tokenizer="wordpiece",
-    needs_word_starts=lambda config: False,
+    needs_word_starts=lambda config: config.objective.whole_word_masking,
     progress=(("hidden", "hidden_loss"), ("attention", "attention_loss"), ("logit", "logit_loss"),
-              ("mlm_acc", "mlm_accuracy")),
+              ("mlm", "mlm_loss"), ("mlm_acc", "mlm_accuracy")),
     summary=(("hidden-state MSE", "hidden_loss"), ("attention MSE", "attention_loss"), ("logit KL", "logit_loss"),
              ("MLM loss", "mlm_loss"), ("MLM accuracy", "mlm_accuracy")),
-    flops_per_token=lambda config: distill_flops_per_token(config, config.model.num_layers),
+    flops_per_token=flops_per_token,
     layerwise_depth=lambda model: model.num_layers,
+    distillation=True,
     hf=HFSide(
         model_type="bert",
         architectures=("BertForMaskedLM", "BertForPreTraining", "BertModel"),

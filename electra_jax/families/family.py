@@ -36,7 +36,7 @@ class Family:
     name: str  # model.architecture
     model: type  # the Flax module a run's parameters belong to
     classifier: type  # its body with a token or sequence head: (ModelConfig, num_labels, per_token)
-    objective: Callable | None  # (config, model, specials, word_starts_V) -> Objective; None: not pretrained here
+    objective: Callable  # (config, model, specials, word_starts_V) -> Objective
     data_format: str  # "electra" (packed segments) or "albert" (sentence pairs with an order label)
     tokenizer: str  # "wordpiece" or "sentencepiece": what a run trains for itself
     needs_word_starts: Callable  # Config -> does the objective mask whole words (word_starts_V from the tokenizer)?
@@ -47,22 +47,24 @@ class Family:
     hf: HFSide
     model_options: Callable = lambda config: {}  # Config -> the module's options beyond the ModelConfig
     body_params: Callable = lambda config, params: params  # (Config, params) -> what the fine-tuning body reads
+    distillation: bool = False  # its models are also teachers and students of `electra-jax distill`
 
     def build(self, config) -> object:
         """The Flax module of a run with this config."""
         return self.model(config.model, **self.model_options(config))
 
-    @property
-    def trained_by(self) -> str:
-        """The command that trains this family: `pretrain`, or `distill` for one without an objective."""
-        return "pretrain" if self.objective is not None else "distill"
+    def trained_by(self, config) -> str:
+        """The command that trains a run of this config: `distill` for a distillation student, else `pretrain`."""
+        return "distill" if self.distillation and config.distill.student_layers else "pretrain"
 
     def next_steps(self, run_dir: Path) -> str:
         """What a user does with an imported run directory of this family."""
-        if self.trained_by == "pretrain":
+        if not self.distillation:
             return f"continue with: electra-jax pretrain --config {run_dir}/config.yaml --run-dir {run_dir}"
-        return (f"fine-tune with: electra-jax finetune --init {run_dir} ..., or distil it with: electra-jax distill "
-                f"--teacher {run_dir} ...")
+        return (f"fine-tune with: electra-jax finetune --init {run_dir} ...; adapt it by masked-LM with: "
+                f"electra-jax pretrain --config {run_dir}/config.yaml --run-dir {run_dir} data.corpus=[TEXT] "
+                f"(80/10/10 masking: objective.mask_token_prob=0.8 objective.random_token_prob=0.1); or distil it "
+                f"with: electra-jax distill --teacher {run_dir} ...")
 
 
 def shown(table: tuple[tuple[str, str], ...], values: dict) -> list[tuple[str, str]]:
