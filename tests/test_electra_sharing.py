@@ -176,7 +176,7 @@ def test_sharing_and_generator_depth_are_checked_in_one_line():
         validate(load_config(None, ["model.generator_layers=-1"]))
     with pytest.raises(ConfigError, match="is an ELECTRA option"):
         validate(load_config(None, ["model.architecture=albert", "objective.embedding_sharing=gdes"]))
-    with pytest.raises(ConfigError, match="objective.whole_word_masking is an ELECTRA option"):
+    with pytest.raises(ConfigError, match="objective.whole_word_masking is an ELECTRA and BERT option; ALBERT"):
         validate(load_config(None, ["model.architecture=albert", "objective.whole_word_masking=true"]))
 
 
