@@ -78,7 +78,8 @@ def predict(model_dir: str | Path, input_path: str | Path, output: str | Path | 
     import jax.numpy as jnp
 
     from electra_jax.finetune.qa import qa_stride
-    from electra_jax.finetune.train import FinetuneOptions, _check_options, _predictions
+    from electra_jax.finetune.train import FinetuneOptions, _check_options, _predictions, predict_step
+    from electra_jax.storage import write_atomic
     finetuned = load_finetuned(model_dir)
     known = {field.name for field in dataclasses.fields(FinetuneOptions)}
     settings = {k: v for k, v in finetuned.settings.items() if k in known}
@@ -102,9 +103,7 @@ def predict(model_dir: str | Path, input_path: str | Path, output: str | Path | 
     encoded = spec.encode(items, finetuned.tokenizer, {label: i for i, label in enumerate(finetuned.labels)},
                           options)
     pad = finetuned.tokenizer.specials.pad
-    model = finetuned.model
-    step = jax.jit(lambda p, ids, segments: spec.decode(model.apply({"params": p}, ids, segments,
-                                                                      (ids != pad).astype(jnp.int32))))
+    step = predict_step(finetuned.model, spec, pad)
     params = jax.tree.map(jnp.asarray, finetuned.params)
     first = slice(0, min(batch_size, len(encoded.input_ids)))
     jax.block_until_ready(step(params, encoded.input_ids[first], encoded.segment_ids[first]))  # compile
@@ -117,7 +116,7 @@ def predict(model_dir: str | Path, input_path: str | Path, output: str | Path | 
     if output is None:
         sys.stdout.write(text)
     else:
-        Path(output).write_text(text, encoding="utf-8")
+        write_atomic(output, text)
     tokens = int((encoded.input_ids != pad).sum())
     timing = {"examples": len(items), "windows": len(encoded.input_ids), "tokens": tokens, "seconds": seconds,
               "examples_per_second": len(items) / seconds, "tokens_per_second": tokens / seconds}

@@ -25,6 +25,7 @@ from electra_jax.finetune.qa import context_room, qa_stride
 from electra_jax.finetune.schemes import SCHEMES
 from electra_jax.finetune.sizes import size_defaults
 from electra_jax.finetune.tasks import TASKS
+from electra_jax.storage import refuse_nonempty, write_atomic
 from electra_jax.optim import decay_mask, layerwise_multipliers, make_schedule, scale_by_multipliers
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +118,6 @@ def finetune(train: str, dev: str | None, init: str, out_dir: str | Path, test: 
              options: FinetuneOptions = FinetuneOptions(), log=print) -> dict:
     """`dev` None: `options.dev_fraction` of the training examples are held out as dev."""
     from electra_jax.data.text_tokenizer import load_text_tokenizer
-    from electra_jax.storage import refuse_nonempty
     _check_options(options)
     if (dev is None) == (not options.dev_fraction):
         raise FinetuneDataError("finetune: give either --dev FILE or --dev-fraction F (a share of --train held out)")
@@ -152,8 +152,7 @@ def finetune(train: str, dev: str | None, init: str, out_dir: str | Path, test: 
         for name in encoded))
     model = family_of(config.model).classifier(config.model, len(labels), task.per_token)
     pad = tokenizer.specials.pad
-    predict = jax.jit(lambda p, ids, segments: task.decode(model.apply({"params": p}, ids, segments,
-                                                                       (ids != pad).astype(jnp.int32))))
+    predict = predict_step(model, task, pad)
 
     def evaluate(params, name, tuned=None):
         return task.score(items[name], encoded[name], _predictions(predict, params, encoded[name]), labels, tuned)
@@ -183,9 +182,9 @@ def finetune(train: str, dev: str | None, init: str, out_dir: str | Path, test: 
             if name == "test":
                 summary["test_inference"] = {"seconds": seconds, "examples_per_second": len(items[name]) / seconds}
             text = task.write_predictions(items[name], encoded[name], predicted, labels, options, best_result["dev"])
-            (out_dir / f"predictions-{name}{task.prediction_suffix}").write_text(text, encoding="utf-8")
-    (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out_dir / "results.md").write_text(results_table(summary))
+            write_atomic(out_dir / f"predictions-{name}{task.prediction_suffix}", text)
+    write_atomic(out_dir / "results.json", json.dumps(summary, indent=2) + "\n")
+    write_atomic(out_dir / "results.md", results_table(summary))
     from electra_jax.finetune.export import export_classifier
     architecture = export_classifier(model, best_params, labels, tokenizer_dir, out_dir / "hf", task.head,
                                      task.problem_type, finetune_settings(options, best_result["dev"]))
@@ -259,6 +258,12 @@ def _train_one(model, pretrained, train, evaluate, task, options: FinetuneOption
         if dev_scores[metric] > best[2]:
             best = (jax.tree.map(np.asarray, params), dev_scores, dev_scores[metric], epoch)
     return best[0], best[1], best[3]
+
+
+def predict_step(model, task, pad: int):
+    """The jitted `(params, ids, segments) -> the task's answers` (finetune's scoring and `predict` share it)."""
+    return jax.jit(lambda p, ids, segments: task.decode(model.apply({"params": p}, ids, segments,
+                                                                    (ids != pad).astype(jnp.int32))))
 
 
 def _predictions(predict, params, encoded, batch_size: int = 64) -> np.ndarray:
