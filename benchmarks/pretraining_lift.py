@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine  # noqa: E402
 from learning_curve import REPO, spanish_corpus  # noqa: E402
@@ -54,6 +56,15 @@ def step_done(folder: Path, marker: str) -> bool:
     if folder.exists():
         sys.exit(f"pretraining_lift: {folder} is incomplete (no {marker}); remove it and run again")
     return False
+
+
+def pretrain_finished(run_dir: Path) -> bool:
+    """True when the run's newest checkpoint is its configured last step."""
+    if not (run_dir / "config.yaml").is_file():
+        return False
+    steps = yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["steps"]
+    saved = [int(p.name) for p in (run_dir / "checkpoints").glob("*") if p.name.isdigit()]
+    return max(saved, default=0) >= steps
 
 
 def cli(*args: str) -> list[str]:
@@ -116,8 +127,9 @@ def shared_inputs(out: Path, seconds: dict) -> Path:
 
 def pretrain(run_dir: Path, config: str, prepared: Path, overrides: list[str], seconds: dict,
              name: str = "pretrain") -> None:
-    """Step 4: the preset on the prepared folder with held-out evaluation (skipped when finished)."""
-    if not step_done(run_dir, "curves.png"):
+    """Step 4: the preset on the prepared folder with held-out evaluation (skipped when finished). A run stopped
+    early (SIGTERM saves a checkpoint and the curves too) is resumed by the same command, not taken as done."""
+    if not pretrain_finished(run_dir):
         seconds[name] = run(cli("pretrain", "--config", config, "--run-dir", str(run_dir), "--no-progress",
                                 f"data.prepared={prepared}", f"data.eval_fraction={EVAL_FRACTION}", *overrides),
                             run_dir.parent / f"{run_dir.name}.log")
