@@ -22,7 +22,7 @@ smoke: $(VENV)/.base
 	$(VENV)/bin/electra-jax pretrain --config configs/electra_smoke.yaml --run-dir $(RUN_DIR)
 
 test: $(VENV)/.test
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile tests
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --durations=25 tests
 
 test-fast: $(VENV)/.test
 	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile -m "not slow" tests

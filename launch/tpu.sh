@@ -10,7 +10,8 @@ Usage: launch/tpu.sh COMMAND [options] [-- PRETRAIN_ARGS...]
 Commands:
   create    create the TPU VM: on demand, --spot, or --queued (a queued resource that waits for capacity)
   setup     copy this checkout (git archive of HEAD) to every worker and install it there
-  run       start `electra-jax pretrain --multihost` on all workers in the background, a log per worker
+  run       start `electra-jax pretrain --multihost` (or --command distill) on all workers in the background,
+            a log per worker
   babysit   keep a run going until it finishes: a preempted or vanished VM is deleted, recreated, set up
             and the run restarted (it resumes from its last checkpoint); a stopped run is restarted
   status    the VM's state and the run's state on every worker
@@ -32,10 +33,11 @@ setup (and babysit):
   --gcsfuse            also install Cloud Storage FUSE (for a gs:// run directory)
 run, status, logs (and babysit):
   --run-id ID          names the run's log and exit files on the workers (required)
+  --command CMD        run and babysit: pretrain (default) or distill
   --run-dir DIR        the run directory: a path on the workers (relative: to the home folder), or
                        gs://BUCKET/PATH, which outlives the VM
   --lines N            logs: how many lines per worker (default 40)
-  -- ARGS...           pretrain arguments besides --run-dir, e.g. -- --config configs/electra_small.yaml
+  -- ARGS...           the command's arguments besides --run-dir, e.g. -- --config configs/electra_small.yaml
 babysit:
   --poll SECONDS       between checks (default 300)
   --max-restarts N     give up after N recoveries (default 20)
@@ -60,6 +62,7 @@ QUEUED=0
 GCSFUSE=0
 RUN_ID=
 RUN_DIR=
+COMMAND=pretrain
 LINES=40
 POLL=300
 MAX_RESTARTS=20
@@ -86,6 +89,7 @@ parse() {
       --spot) SPOT=1 ;;
       --queued) QUEUED=1 ;;
       --gcsfuse) GCSFUSE=1 ;;
+      --command) COMMAND=${2:?--command needs a value}; shift ;;
       --run-id) RUN_ID=${2:?--run-id needs a value}; shift ;;
       --run-dir) RUN_DIR=${2:?--run-dir needs a value}; shift ;;
       --lines) LINES=${2:?--lines needs a value}; shift ;;
@@ -99,6 +103,7 @@ parse() {
     shift
   done
   local number
+  [[ $COMMAND == pretrain || $COMMAND == distill ]] || die "--command: pretrain or distill, not $COMMAND"
   for number in "$LINES" "$POLL" "$MAX_RESTARTS"; do
     [[ $number =~ ^[0-9]+$ ]] || die "--lines, --poll and --max-restarts take whole numbers, not $number"
   done
@@ -159,7 +164,7 @@ cmd_run() {
   need_vm
   need_run
   [[ -n $RUN_DIR ]] || die "give --run-dir (a path on the workers or gs://BUCKET/PATH)"
-  on_workers all bash "$(worker_script)" start "$RUN_ID" "$RUN_DIR" "${PRETRAIN_ARGS[@]}"
+  on_workers all bash "$(worker_script)" start --command "$COMMAND" "$RUN_ID" "$RUN_DIR" "${PRETRAIN_ARGS[@]}"
 }
 
 vm_state() {  # READY, CREATING, PREEMPTED, ... or MISSING

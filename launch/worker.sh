@@ -9,7 +9,8 @@ Usage: launch/worker.sh [--dry-run] COMMAND ...
 
   install [--gcsfuse]              venv in ~/electra-jax/.venv with jax[tpu] and this checkout (and the
                                    Cloud Storage FUSE driver, for gs:// run directories)
-  start RUN_ID RUN_DIR [ARGS...]   electra-jax pretrain --multihost --run-dir RUN_DIR ARGS..., detached;
+  start [--command pretrain|distill] RUN_ID RUN_DIR [ARGS...]
+                                   electra-jax pretrain (or distill) --multihost --run-dir RUN_DIR ARGS..., detached;
                                    log ~/electra-jax-runs/RUN_ID.log, exit code ~/electra-jax-runs/RUN_ID.exit.
                                    RUN_DIR gs://BUCKET/PATH is mounted with gcsfuse at ~/gcs/BUCKET, as
                                    is a KEY=gs://... override (data.prepared=gs://BUCKET/prepared).
@@ -71,6 +72,12 @@ install() {
 }
 
 start() {
+  local electra_command=pretrain
+  if [[ ${1:-} == --command ]]; then
+    electra_command=${2:?--command needs pretrain or distill}
+    shift 2
+  fi
+  [[ $electra_command == pretrain || $electra_command == distill ]] || die "start: --command pretrain or distill, not $electra_command"
   (( $# >= 2 )) || die "start: give RUN_ID and RUN_DIR"
   local id=$1 dir=$2
   shift 2
@@ -80,9 +87,11 @@ start() {
   fi
   dir=$(local_run_dir "$dir")
   local args=() arg
-  for arg in "$@"; do  # an override pointing into a bucket (data.prepared=gs://...) reads the mounted copy
+  for arg in "$@"; do  # a path (--teacher gs://...) or override (data.prepared=gs://...) in a bucket: the mounted copy
     if [[ $arg =~ ^([A-Za-z_.]+)=(gs://.*)$ ]]; then
       arg="${BASH_REMATCH[1]}=$(local_run_dir "${BASH_REMATCH[2]}")"
+    elif [[ $arg == gs://* ]]; then
+      arg=$(local_run_dir "$arg")
     fi
     args+=("$arg")
   done
@@ -90,7 +99,7 @@ start() {
   run mkdir -p "$RUNS"
   run rm -f "$RUNS/$id.exit"
   local command
-  command=$(printf '%q ' "$ROOT/.venv/bin/electra-jax" pretrain --multihost --no-progress --run-dir "$dir" "$@")
+  command=$(printf '%q ' "$ROOT/.venv/bin/electra-jax" "$electra_command" --multihost --no-progress --run-dir "$dir" "$@")
   # The exit code lands beside the log when the run ends; the pid file tells a live run from a dead one.
   local script
   script="cd $(printf '%q' "$ROOT") && $command; echo \$? > $(printf '%q' "$RUNS/$id.exit")"

@@ -74,11 +74,15 @@ def test_dry_run_prints_the_exact_commands_and_runs_none(fake_gcloud):
     assert remote.returncode == 0, remote.stderr
     command = calls()[-1][-1].removeprefix("--command=")
     words = subprocess.run(["bash", "-c", f"printf '%s\\n' {command}"], capture_output=True, text=True).stdout
-    assert words.splitlines() == ["bash", "electra-jax/launch/worker.sh", "start", "da-1", "gs://bucket/runs/da 1",
-                                  "--config", "configs/electra_small.yaml", "data.corpus=[my file.txt]"]
+    assert words.splitlines() == ["bash", "electra-jax/launch/worker.sh", "start", "--command", "pretrain", "da-1",
+                                  "gs://bucket/runs/da 1", "--config", "configs/electra_small.yaml",
+                                  "data.corpus=[my file.txt]"]
+    assert _tpu(env, "run", *VM, "--run-id", "sv-6", "--run-dir", "gs://b/sv", "--command", "distill", "--",
+                "--teacher", "t").returncode == 0
+    assert " start --command distill sv-6 " in calls()[-1][-1]
     assert _tpu(env, "delete", *VM, "--queued", "--dry-run").stdout == (
         "+ gcloud compute tpus queued-resources delete electra --zone=europe-west4-a --force --quiet\n")
-    assert len(calls()) == 1  # only the run without --dry-run reached gcloud
+    assert len(calls()) == 2  # only the runs without --dry-run reached gcloud
 
 
 def test_bad_input_is_one_line_before_any_gcloud_call(fake_gcloud):
@@ -89,6 +93,8 @@ def test_bad_input_is_one_line_before_any_gcloud_call(fake_gcloud):
                           (("run", *VM, "--run-id", "a b", "--run-dir", "x"), "--run-id: letters"),
                           (("babysit", *VM, "--run-id", "r", "--run-dir", "gs://b/r", "--poll", "soon"),
                            "whole numbers"),
+                          (("run", *VM, "--run-id", "r", "--run-dir", "x", "--command", "export"),
+                           "--command: pretrain or distill"),
                           (("launch",), "unknown command launch"), (("create", "--nmae", "x"), "unknown option")]:
         out = _tpu(env, *args)
         assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1, (args, out.stderr)
@@ -155,6 +161,13 @@ def test_worker_runs_in_the_background_and_reports_its_state(tmp_path, code, exp
     assert _worker(env, "state", "r1").stdout == f"{expected}\n"
     log = (tmp_path / "runs" / "r1.log").read_text()
     assert "args: pretrain --multihost --no-progress --run-dir /abs/run dir --config c.yaml" in log
+    if code == 0:  # the distillation command goes through the same start
+        assert _worker(env, "start", "--command", "distill", "r2", "/abs/r2", "--teacher", "t").returncode == 0
+        while _worker(env, "state", "r2").stdout == "running\n" and time.time() < deadline:
+            time.sleep(0.2)
+        assert "args: distill --multihost --no-progress --run-dir /abs/r2 --teacher t" in (
+            tmp_path / "runs" / "r2.log").read_text()
+        assert "--command pretrain or distill" in _worker(env, "start", "--command", "x", "r3", "/d").stderr
 
 
 def test_shellcheck_passes():
@@ -169,8 +182,10 @@ def test_shellcheck_passes():
 
 def test_worker_reads_bucket_paths_through_the_gcsfuse_mount(tmp_path):
     env = {**os.environ, "HOME": str(tmp_path), "ELECTRA_JAX_RUNS": str(tmp_path / "runs")}
-    out = _worker(env, "--dry-run", "start", "r1", "gs://bucket/runs/r1", "data.prepared=gs://bucket/prepared/da")
+    out = _worker(env, "--dry-run", "start", "r1", "gs://bucket/runs/r1", "data.prepared=gs://bucket/prepared/da",
+                  "--teacher", "gs://bucket/runs/teacher")
     assert out.returncode == 0, out.stderr
+    assert f"--teacher\\ {tmp_path}/gcs/bucket/runs/teacher" in out.stderr
     assert f"+ gcsfuse --implicit-dirs bucket {tmp_path}/gcs/bucket" in out.stderr
     assert f"--run-dir\\ {tmp_path}/gcs/bucket/runs/r1" in out.stderr
     assert f"data.prepared={tmp_path}/gcs/bucket/prepared/da" in out.stderr
