@@ -1,6 +1,6 @@
 # Two set-up commands for a fresh machine:
 #   make smoke  - CPU pretraining on the embedded default corpus (no torch needed)
-#   make test   - the test suite (installs the CPU torch wheel first, then the package with [test])
+#   make test   - the test suite (installs the CPU torch wheel first, then the package with [test,tf])
 #   make test-fast - the suite without end-to-end training and real data (tests marked slow): a few minutes
 PYTHON ?= python3
 VENV := .venv
@@ -14,7 +14,7 @@ $(VENV)/.base:
 
 $(VENV)/.test: $(VENV)/.base
 	$(VENV)/bin/pip install --quiet torch==2.13.0
-	$(VENV)/bin/pip install --quiet -e ".[test]"
+	$(VENV)/bin/pip install --quiet -e ".[test,tf]"
 	touch $@
 
 .PHONY: smoke test test-fast bench

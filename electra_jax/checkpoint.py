@@ -122,9 +122,12 @@ class Checkpointer:
         """Finished checkpoints, oldest first (a save still being written is not listed)."""
         return sorted(self.manager.all_steps())
 
-    def save(self, step: int, state, data=None) -> None:
-        """The state and, for training runs, the data iterator (a `PretrainingData`) with its spec."""
+    def save(self, step: int, state, data=None, imported_from: str | None = None) -> None:
+        """The state and, for training runs, the data iterator (a `PretrainingData`) with its spec. An imported
+        run's checkpoint names its source instead (`imported/`): it has no data position at any step."""
         items = {"state": ocp.args.StandardSave(state)}
+        if imported_from is not None:
+            items["imported"] = ocp.args.JsonSave({"source": imported_from})
         if data is not None:
             items.update(data=grain.checkpoint.CheckpointSave(data.saved_state()),
                          data_spec=ocp.args.JsonSave(data.spec))
@@ -135,7 +138,8 @@ class Checkpointer:
         `data` to where it stood at `step` (a checkpoint without data, such as an import, leaves it at the start)."""
         items = {"state": ocp.args.StandardRestore(abstract_state)}
         with_data = data is not None and (self.directory / str(step) / "data").is_dir()
-        if data is not None and step > 0 and not with_data:  # only an import (step 0) has no data position
+        imported = step == 0 or (self.directory / str(step) / "imported").is_dir()
+        if data is not None and not imported and not with_data:  # only an import has no data position
             raise FileNotFoundError(f"checkpoint {step} has no data/ folder (the data position)")
         if with_data:
             saved = self.manager.restore(step, args=ocp.args.Composite(data_spec=ocp.args.JsonRestore()))

@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 import traceback
+from pathlib import Path
 
 from electra_jax.config import ConfigError
 from electra_jax.finetune.schemes import SCHEMES
@@ -178,6 +179,20 @@ def _export(args) -> int:
 
 
 def _import(args) -> int:
+    from electra_jax.tf1 import import_tf1, is_tf1_checkpoint
+    source = Path(args.hf_dir)
+    tf1_only = {"--vocab": args.vocab, "--tf-config": args.tf_config, "--with-optimizer": args.with_optimizer,
+                "--cased/--uncased": args.lowercase is not None, "section.key=value": args.overrides}
+    if is_tf1_checkpoint(source):
+        if args.generator:
+            raise ConfigError("import: --generator pairs HF folders; a TF1 ELECTRA checkpoint holds both towers")
+        import_tf1(source, Path(args.out_dir), vocab=Path(args.vocab) if args.vocab else None,
+                   tf_config=Path(args.tf_config) if args.tf_config else None, with_optimizer=args.with_optimizer,
+                   lowercase=args.lowercase, base_config=args.config, overrides=args.overrides)
+        return 0
+    given = [flag for flag, value in tf1_only.items() if value]
+    if given:
+        raise ConfigError(f"import: {', '.join(given)} apply to a TF1 checkpoint (model.ckpt-N), and {source} is not one")
     from electra_jax.hf.importer import import_hf
     import_hf(args.hf_dir, args.out_dir, generator=args.generator, base_config=args.config)
     return 0
@@ -258,17 +273,32 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. model.dtype=bfloat16")
     ben.set_defaults(run=_bench, runs_steps=True)
 
-    imp = commands.add_parser("import", help="turn Hugging Face ELECTRA, ALBERT or BERT weights into a run "
-                                             "directory that pretrain continues (ELECTRA, ALBERT) and fine-tuning "
-                                             "starts from")
-    imp.add_argument("hf_dir", metavar="HF_DIR", help="an ElectraForPreTraining / ElectraForMaskedLM / ElectraModel "
+    imp = commands.add_parser("import", help="turn Hugging Face or google-research TensorFlow 1 ELECTRA, ALBERT or "
+                                             "BERT weights into a run directory that pretrain continues and "
+                                             "fine-tuning starts from")
+    imp.add_argument("hf_dir", metavar="SOURCE", help="an ElectraForPreTraining / ElectraForMaskedLM / ElectraModel "
                                                       "folder, a folder with discriminator/ and generator/, or an "
                                                       "AlbertForPreTraining / AlbertForMaskedLM / AlbertModel folder "
                                                       "with its spiece.model, or a BertForPreTraining / "
-                                                      "BertForMaskedLM / BertModel folder with its vocab.txt")
+                                                      "BertForMaskedLM / BertModel folder with its vocab.txt; or a "
+                                                      "TF1 checkpoint of google-research/electra, albert or bert "
+                                                      "(model.ckpt-N, or its folder)")
     imp.add_argument("out_dir", metavar="OUT_DIR", help="the new run directory")
     imp.add_argument("--generator", help="an ElectraForMaskedLM folder to pair with HF_DIR's discriminator")
     imp.add_argument("--config", help="preset for everything but the model (default: the package defaults)")
+    tf1 = imp.add_argument_group("TF1 checkpoints (pip install 'electra-jax[tf]')")
+    tf1.add_argument("--vocab", help="vocab.txt (ELECTRA, BERT) or ALBERT's SentencePiece .model (default: the one "
+                                     "beside the checkpoint)")
+    tf1.add_argument("--tf-config", help="the run's hparams JSON (electra) or albert_config.json / bert_config.json "
+                                         "(default: the one beside the checkpoint)")
+    tf1.add_argument("--with-optimizer", action="store_true", help="keep the Adam moments and global_step, so "
+                                                                   "pretrain continues at the checkpoint's step")
+    cased = tf1.add_mutually_exclusive_group()
+    cased.add_argument("--cased", dest="lowercase", action="store_false", default=None,
+                       help="the vocabulary is cased (do_lower_case=False)")
+    cased.add_argument("--uncased", dest="lowercase", action="store_true", help="lowercase and strip accents")
+    imp.add_argument("overrides", nargs="*", metavar="section.key=value",
+                     help="TF1: the run's settings, e.g. train.steps=125000 (what the TF flags said)")
     imp.set_defaults(run=_import)
 
     tok = commands.add_parser("tokenizer", help="tokenizer tools")
@@ -400,7 +430,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]  # accepted anywhere on the line
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    # argparse fills a trailing positional list only where the positionals stand: section.key=value given after
+    # options that follow other positionals (import SOURCE OUT --cased train.steps=9) arrives here.
+    overrides = [a for a in unknown if "=" in a and not a.startswith("-")]
+    if unknown != overrides or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
     if getattr(args, "runs_steps", False):
         keep_freed_memory()  # before JAX starts its threads; only commands that run XLA steps gain from it
     try:

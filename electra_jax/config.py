@@ -120,11 +120,12 @@ class OptimizerConfig:
     eps: float = 1e-6
     weight_decay: float = 0.01
     clip_norm: float = 1.0
+    bias_correction: bool = True  # false: Adam without it, as google-research's TF1 optimizers (BERT, ELECTRA, ALBERT)
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    kind: str = "linear"  # linear | polynomial | electra
+    kind: str = "linear"  # linear | polynomial | electra | bert (google-research/bert's and albert's)
     warmup_steps: int = 10_000
     end_learning_rate: float = 0.0
     power: float = 1.0  # polynomial decay power

@@ -14,6 +14,11 @@ NO_DECAY_NAMES = ("bias", "scale", "generator_lm_head_bias", "predictions_bias")
 
 def _segment(kind: str, peak: float, end: float, warmup: int, length: int, power: float) -> optax.Schedule:
     """One warmup + decay period of `length` steps, counted from 0."""
+    if kind == "bert":
+        # google-research/bert and albert: linear warmup to the peak, then the decay over the whole period
+        # counted from 0 (so it starts below the peak at the end of warmup).
+        decay = optax.polynomial_schedule(peak, end, power, length)
+        return lambda step: jnp.where(step < warmup, peak * step / max(warmup, 1), decay(step))
     if kind == "electra":
         # google-research/electra: polynomial decay over the whole period, warmup multiplied in.
         decay = optax.polynomial_schedule(peak, end, power, length)
@@ -42,15 +47,53 @@ def decay_mask(params):
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
-OPTIMIZERS = {"adamw": optax.adamw, "lamb": optax.lamb}  # LAMB: ALBERT's, a per-layer trust ratio on AdamW
+def scale_by_adam(b1: float, b2: float, eps: float, bias_correction: bool) -> optax.GradientTransformation:
+    """Adam's m / (sqrt(v) + eps). Without bias correction it is google-research's AdamWeightDecayOptimizer (BERT,
+    ELECTRA) and LAMB (ALBERT), which divide the raw moments: a run continued from their checkpoints takes the
+    update theirs would have. The state is optax's ScaleByAdamState either way, so checkpoints do not change."""
+    corrected = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
+    if bias_correction:
+        return corrected
+
+    def update(grads, state, params=None):
+        del params
+        mu = optax.tree.update_moment(grads, state.mu, b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(grads, state.nu, b2, 2)
+        updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu, nu)
+        return updates, optax.ScaleByAdamState(count=optax.safe_increment(state.count), mu=mu, nu=nu)
+    return optax.GradientTransformation(corrected.init, update)
 
 
 def make_optimizer(config: OptimizerConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
-    optimizer = OPTIMIZERS[config.kind](schedule, b1=config.b1, b2=config.b2, eps=config.eps,
-                                        weight_decay=config.weight_decay, mask=decay_mask)
+    """AdamW or LAMB (ALBERT's: AdamW's step scaled per parameter by the trust ratio |w| / |step|), the chains
+    of optax.adamw and optax.lamb with `scale_by_adam` in front; clipping by global norm first."""
+    parts = [scale_by_adam(config.b1, config.b2, config.eps, config.bias_correction),
+             optax.add_decayed_weights(config.weight_decay, mask=decay_mask)]
+    if config.kind == "lamb":
+        parts.append(optax.scale_by_trust_ratio())
+    optimizer = optax.chain(*parts, optax.scale_by_learning_rate(schedule))
     if config.clip_norm > 0:
         return optax.chain(optax.clip_by_global_norm(config.clip_norm), optimizer)
     return optimizer
+
+
+def with_adam_moments(opt_state, mu, nu, step: int):
+    """`opt_state` with Adam's moments set to `mu` and `nu` and every step counter (Adam's, the schedule's) at
+    `step`: the optimizer state of a run that has taken `step` steps (an imported TF1 run)."""
+    count = jnp.asarray(step, jnp.int32)
+
+    def visit(node):
+        if isinstance(node, optax.ScaleByAdamState):
+            return node._replace(count=count, mu=jax.tree.map(jnp.asarray, mu), nu=jax.tree.map(jnp.asarray, nu))
+        if isinstance(node, optax.ScaleByScheduleState):
+            return node._replace(count=count)
+        if isinstance(node, tuple) and not hasattr(node, "_fields"):
+            return tuple(visit(child) for child in node)
+        if hasattr(node, "_fields"):  # other optax states (masked, clipping): their children
+            return node._replace(**{f: visit(getattr(node, f)) for f in node._fields
+                                    if isinstance(getattr(node, f), tuple)})
+        return node
+    return visit(opt_state)
 
 
 EMBEDDING_NAMES = ("embeddings", "embeddings_project", "embedding_hidden_mapping_in")

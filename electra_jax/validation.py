@@ -99,8 +99,8 @@ def validate(config: Config, num_devices: int | None = None) -> None:
     _positive("optimizer.learning_rate", config.optimizer.learning_rate)
     if config.optimizer.clip_norm < 0:
         raise ConfigError(f"config: optimizer.clip_norm must be >= 0 (0: off), got {config.optimizer.clip_norm}")
-    if s.kind not in ("linear", "polynomial", "electra"):
-        raise ConfigError(f"config: schedule.kind must be linear, polynomial or electra, got {s.kind!r}")
+    if s.kind not in ("linear", "polynomial", "electra", "bert"):
+        raise ConfigError(f"config: schedule.kind must be linear, polynomial, electra or bert, got {s.kind!r}")
     if s.warmup_steps < 0:
         raise ConfigError(f"config: schedule.warmup_steps must be >= 0, got {s.warmup_steps}")
     bounds = (0, *s.restarts, t.steps)

@@ -70,3 +70,51 @@ def test_lamb_scales_each_update_by_the_layer_trust_ratio():
     np.testing.assert_allclose(updates["dense"]["kernel"], -1.0, rtol=1e-6)
     assert float(jnp.abs(updates["dense"]["bias"]).max()) == 0.0
     assert float(jnp.abs(updates["LayerNorm"]["scale"]).max()) == 0.0
+
+
+def adam_weight_decay_numpy(params, grads, m, v, lr, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01, clip=1.0):
+    """google-research/electra's (and BERT's) AdamWeightDecayOptimizer after tf.clip_by_global_norm, in NumPy:
+    no bias correction, decay on every weight but LayerNorm and biases."""
+    norm = np.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads.values()))
+    scale = clip / max(norm, clip)
+    new = {}
+    for name, p in params.items():
+        g = grads[name] * scale
+        next_m = b1 * m[name] + (1 - b1) * g
+        next_v = b2 * v[name] + (1 - b2) * g * g
+        update = next_m / (np.sqrt(next_v) + eps)
+        if not ("LayerNorm" in name or "bias" in name):
+            update = update + weight_decay * p
+        new[name] = p - lr * update
+    return new
+
+
+def test_without_bias_correction_a_step_is_the_tf1_adam_weight_decay_update():
+    import optax
+    rng = np.random.default_rng(0)
+    shapes = {"dense/kernel": (8, 4), "dense/bias": (4,), "LayerNorm/scale": (4,)}
+    flat = lambda f: {k: f(s).astype(np.float32) for k, s in shapes.items()}  # noqa: E731
+    params, grads = flat(lambda s: rng.normal(size=s)), flat(lambda s: rng.normal(size=s))
+    m, v = flat(lambda s: 0.1 * rng.normal(size=s)), flat(lambda s: 0.01 * rng.random(size=s))
+    tree = lambda d: {"dense": {"kernel": d["dense/kernel"], "bias": d["dense/bias"]},  # noqa: E731
+                      "LayerNorm": {"scale": d["LayerNorm/scale"]}}
+    config = load_config(None, ["optimizer.bias_correction=false"])
+    schedule = lambda step: 1e-3 * (1.0 - step / 10_000)  # noqa: E731
+    tx = make_optimizer(config.optimizer, schedule)
+    clip_state, (adam, *rest) = tx.init(tree(params))
+    adam = adam._replace(count=jnp.asarray(2000, jnp.int32), mu=tree(m), nu=tree(v))
+    rest[-1] = rest[-1]._replace(count=jnp.asarray(2000, jnp.int32))  # the schedule's step
+    updates, _ = tx.update(tree(grads), (clip_state, (adam, *rest)), tree(params))
+    ours = optax.apply_updates(tree(params), updates)
+    # The norm of these gradients is above 1, so the clipping takes part.
+    reference = adam_weight_decay_numpy(params, grads, m, v, lr=schedule(2000))
+    for name in shapes:
+        got = np.asarray(ours[name.split("/")[0]][name.split("/")[1]])
+        np.testing.assert_allclose(got, reference[name], rtol=0, atol=1e-6, err_msg=name)
+    # With bias correction (the default) the same step differs by far more than that tolerance.
+    corrected = make_optimizer(load_config(None).optimizer, schedule)
+    clip_state, (adam, *rest) = corrected.init(tree(params))
+    adam = adam._replace(count=jnp.asarray(2000, jnp.int32), mu=tree(m), nu=tree(v))
+    updates, _ = corrected.update(tree(grads), (clip_state, (adam, *rest)), tree(params))
+    assert np.abs(np.asarray(optax.apply_updates(tree(params), updates)["dense"]["kernel"])
+                  - reference["dense/kernel"]).max() > 1e-5

@@ -3,17 +3,17 @@
 electra.py  generator + discriminator, replaced-token detection, two HF towers
 albert.py   factorized embeddings and shared layers, n-gram MLM + SOP, SentencePiece
 bert.py     imported models and distilled students (trained by `distill`, not pretrained)
-family.py   the `Family` and `HFSide` declarations every family fills in
+family.py   the `Family`, `HFSide` and `TF1Side` declarations every family fills in
 """
 from __future__ import annotations
 
 from electra_jax.config import ConfigError, ModelConfig
 from electra_jax.families import albert, bert, electra
-from electra_jax.families.family import Family, HFSide, shown
+from electra_jax.families.family import Family, HFSide, TF1Side, shown
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (electra.FAMILY, albert.FAMILY, bert.FAMILY)}
 
-__all__ = ["FAMILIES", "Family", "HFSide", "family_of", "shown"]
+__all__ = ["FAMILIES", "Family", "HFSide", "TF1Side", "family_of", "shown"]
 
 
 def family_of(model: ModelConfig) -> Family:

@@ -4,11 +4,12 @@ model (AlbertForPreTraining) each way."""
 from __future__ import annotations
 
 from electra_jax.config import Config
-from electra_jax.families.family import Family, HFSide
+from electra_jax import tf1
+from electra_jax.families.family import Family, HFSide, TF1Side
 from electra_jax.finetune.model import AlbertClassifier
 from electra_jax.hf import albert as hf
 from electra_jax.hf.importer import import_single
-from electra_jax.hf.names import SAME, TRANSPOSE, albert_rows
+from electra_jax.hf.names import SAME, TRANSPOSE, albert_rows, albert_tf1_rows
 from electra_jax.metrics import encoder_flops_per_token
 from electra_jax.models.albert import Albert
 from electra_jax.objectives.albert import AlbertObjective
@@ -59,5 +60,13 @@ FAMILY = Family(
         sequence_head=("AlbertForSequenceClassification", CLASSIFIER_ROWS),
         read_tokenizer=hf.read_tokenizer,
         fresh_rows=hf.fresh_rows,
+    ),
+    tf1=TF1Side(
+        marker="bert/encoder/transformer/",
+        rows=albert_tf1_rows,
+        model=tf1.config_file_model("albert"),
+        vocab_files=("30k-clean.model", "spiece.model", "*.model"),
+        config_file="albert_config.json",
+        fixed=tf1.albert_identity_mapping,
     ),
 )

@@ -3,11 +3,12 @@ pretraining (`objectives/bert.py`), and the students `electra-jax distill` makes
 (BertForMaskedLM) each way, a WordPiece vocabulary."""
 from __future__ import annotations
 
-from electra_jax.families.family import Family, HFSide
+from electra_jax import tf1
+from electra_jax.families.family import Family, HFSide, TF1Side
 from electra_jax.finetune.model import BertClassifier
 from electra_jax.hf import bert as hf
 from electra_jax.hf.importer import import_single
-from electra_jax.hf.names import SAME, TRANSPOSE, bert_rows
+from electra_jax.hf.names import BERT_TF1_DROPPED, SAME, TRANSPOSE, bert_rows, bert_tf1_rows
 from electra_jax.metrics import distill_flops_per_token, encoder_flops_per_token
 from electra_jax.models.bert import Bert
 from electra_jax.objectives.bert import BertMlmObjective
@@ -58,5 +59,13 @@ FAMILY = Family(
         sequence_head=("BertForSequenceClassification", CLASSIFIER_ROWS),
         read_tokenizer=hf.read_tokenizer,
         fresh_rows=hf.fresh_rows,
+    ),
+    tf1=TF1Side(
+        marker="bert/encoder/layer_",
+        rows=bert_tf1_rows,
+        model=tf1.config_file_model("bert"),
+        vocab_files=("vocab.txt",),
+        config_file="bert_config.json",
+        dropped=BERT_TF1_DROPPED,
     ),
 )

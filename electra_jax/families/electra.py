@@ -4,11 +4,12 @@ HF towers ElectraForPreTraining and ElectraForMaskedLM; fine-tuned from the disc
 from __future__ import annotations
 
 from electra_jax.config import Config
-from electra_jax.families.family import Family, HFSide
+from electra_jax import tf1
+from electra_jax.families.family import Family, HFSide, TF1Side
 from electra_jax.finetune.model import ElectraClassifier
 from electra_jax.hf import bert as hf_bert
 from electra_jax.hf import electra as hf
-from electra_jax.hf.names import SAME, TRANSPOSE, electra_rows
+from electra_jax.hf.names import SAME, TRANSPOSE, electra_rows, electra_tf1_rows
 from electra_jax.metrics import encoder_flops_per_token
 from electra_jax.models.electra import Electra, tower_params
 from electra_jax.objectives.electra import ElectraObjective
@@ -65,4 +66,12 @@ FAMILY = Family(
     ),
     model_options=lambda config: {"embedding_sharing": config.objective.embedding_sharing},
     body_params=lambda config, params: tower_params(params, config.objective.embedding_sharing, "discriminator"),
+    tf1=TF1Side(
+        marker="discriminator_predictions/",
+        rows=electra_tf1_rows,
+        model=tf1.electra_model,
+        vocab_files=("vocab.txt",),
+        tokenizer_class="ElectraTokenizer",
+        training=tf1.electra_training,
+    ),
 )

@@ -32,6 +32,20 @@ class HFSide:
 
 
 @dataclass(frozen=True)
+class TF1Side:
+    """How google-research's TensorFlow 1 code stores the family's pretraining checkpoints (`tf1.py`)."""
+    marker: str  # a variable prefix only this family's checkpoints have
+    rows: Callable[..., Rows]  # ModelConfig -> (our path, TF1 variable name, layout)
+    model: Callable  # (variables, hparams, Config) -> ModelConfig: the sizes, from the shapes or the config file
+    vocab_files: tuple[str, ...]  # looked for beside the checkpoint
+    tokenizer_class: str = "BertTokenizer"  # for a WordPiece vocabulary
+    config_file: str | None = None  # the sizes' file beside the checkpoint (albert_config.json)
+    dropped: tuple[str, ...] = ()  # heads with no counterpart here, named in the report
+    training: Callable | None = None  # (Config, hparams) -> (Config with the run's optimizer and schedule, taken)
+    fixed: Callable | None = None  # (params, ModelConfig, rows, log) -> rows: our tensors the TF model lacks, set
+
+
+@dataclass(frozen=True)
 class Family:
     name: str  # model.architecture
     model: type  # the Flax module a run's parameters belong to
@@ -48,6 +62,7 @@ class Family:
     model_options: Callable = lambda config: {}  # Config -> the module's options beyond the ModelConfig
     body_params: Callable = lambda config, params: params  # (Config, params) -> what the fine-tuning body reads
     distillation: bool = False  # its models are also teachers and students of `electra-jax distill`
+    tf1: TF1Side | None = None  # its google-research TensorFlow 1 checkpoints
 
     def build(self, config) -> object:
         """The Flax module of a run with this config."""

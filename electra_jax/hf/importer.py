@@ -217,13 +217,14 @@ def import_single(source: Path, out_dir: Path, generator: Path | None, base_conf
     return out_dir
 
 
-def write_imported_run(out_dir: Path, config: Config, write_tokenizer, state) -> None:
-    """config.yaml, tokenizer/ and checkpoints/0 (no data position: pretraining reads its data from the
+def write_imported_run(out_dir: Path, config: Config, write_tokenizer, state, step: int = 0,
+                       source: str | None = None) -> None:
+    """config.yaml, tokenizer/ and checkpoints/STEP (no data position: pretraining reads its data from the
     start), staged beside `out_dir` and renamed into place when complete."""
     from electra_jax.checkpoint import Checkpointer
     with staged_folder(out_dir, "import") as staging:
         save_config(config, staging / "config.yaml")
         write_tokenizer(staging / "tokenizer")
         checkpointer = Checkpointer(staging / "checkpoints", dataclasses.replace(config.checkpoint, async_save=False))
-        checkpointer.save(0, state)
+        checkpointer.save(step, state, imported_from=source)
         checkpointer.close()
