@@ -30,6 +30,15 @@ def test_electra_form_multiplies_warmup_into_decay():
     np.testing.assert_allclose(v, [PEAK * 0.95 * 0.5, PEAK * 0.9, PEAK * 0.5, 0.0], rtol=1e-5, atol=1e-12)
 
 
+def test_bert_form_warms_up_then_decays_from_step_zero():
+    # google-research/bert and albert: lr * step / warmup, then lr * (1 - step / total) ** power from step 0,
+    # so just past the warmup it is below the peak (0.9 * PEAK at step 100 of 1000).
+    v = _at("bert", [50, 99, 100, 500, 1000], warmup_steps=100)
+    np.testing.assert_allclose(v, [PEAK * 0.5, PEAK * 0.99, PEAK * 0.9, PEAK * 0.5, 0.0], rtol=1e-5, atol=1e-12)
+    v = _at("bert", [100, 500], warmup_steps=100, power=2.0)
+    np.testing.assert_allclose(v, [PEAK * 0.81, PEAK * 0.25], rtol=1e-5)
+
+
 def test_warm_restart():
     v = _at("linear", [99, 100, 499, 500, 550, 600, 999], warmup_steps=100, restarts=(500,))
     # end of first warmup, peak; just before the restart, near zero; restart: warmup again from 0.

@@ -367,7 +367,7 @@ def test_albert_checkpoint_with_two_groups_imports_and_gives_hf_its_logits(tiny_
                                    bos_id=-1, eos_id=-1, minloglevel=2)
     vocab = spm.SentencePieceProcessor(model_file=str(folder / "30k-clean.model")).get_piece_size()
     values = albert_values(vocab)
-    save_tf1_checkpoint(folder, values, step=125000)
+    save_tf1_checkpoint(folder, with_moments(values), step=125000)  # LAMB's slots have Adam's names
     (folder / "albert_config.json").write_text(json.dumps({
         "attention_probs_dropout_prob": 0, "hidden_act": "gelu", "hidden_dropout_prob": 0, "embedding_size": 16,
         "hidden_size": 32, "initializer_range": 0.02, "intermediate_size": 48, "max_position_embeddings": 64,
@@ -397,6 +397,26 @@ def test_albert_checkpoint_with_two_groups_imports_and_gives_hf_its_logits(tiny_
     keep = mask.astype(bool)
     assert np.abs(np.asarray(mlm)[keep] - theirs.prediction_logits.numpy()[keep]).max() < 1e-4
     assert np.abs(np.asarray(sop) - theirs.sop_logits.numpy()).max() < 1e-4
+
+    # With the optimizer: LAMB's moments in optax's state, every counter at the checkpoint's step.
+    import optax
+    from electra_jax.checkpoint import Checkpointer
+    from electra_jax.state import single_device_state
+    run = import_tf1(folder, tmp_path / "with-optimizer", lowercase=True, with_optimizer=True,
+                     overrides=["optimizer.kind=lamb", "schedule.kind=bert", "train.steps=250000"])
+    assert "give them as the TF run's flags had them" in capsys.readouterr().out
+    config, _, _ = load_run_params(run, None, log=lambda _: None)
+    checkpointer = Checkpointer(run / "checkpoints", config.checkpoint, read_only=True)
+    state = checkpointer.restore(125000, single_device_state(config)[0])
+    checkpointer.close()
+    adam = [s for s in jax.tree.leaves(state.opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+            if isinstance(s, optax.ScaleByAdamState)][0]
+    name = "bert/encoder/transformer/group_1/inner_group_0/ffn_1/intermediate/output/dense/kernel"
+    moments = np.load(folder / "values.npz")
+    assert np.array_equal(adam.mu["group_1_layer_0"]["output"]["kernel"], moments[name.replace("/", "|") + "|adam_m"])
+    assert np.array_equal(adam.nu["sop_classifier"]["kernel"],
+                          moments["cls|seq_relationship|output_weights|adam_v"].T)
+    assert int(state.step) == int(adam.count) == 125000 and config.optimizer.bias_correction is False
 
 
 def bert_values(vocab: int, hidden=32, intermediate=64, layers=2) -> dict:
