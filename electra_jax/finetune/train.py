@@ -247,14 +247,17 @@ def _train_one(model, pretrained, train, evaluate, task, options: FinetuneOption
     best = (None, None, -1.0, 0)
     for epoch in range(1, options.epochs + 1):
         order = rng.permutation(len(train.input_ids))
+        losses = []  # the epoch's mean is what the log shows: one batch's loss swings too much to read
         for i in range(steps_per_epoch):
             rows = order[i * options.batch_size:(i + 1) * options.batch_size]
             batch = {"input_ids": train.input_ids[rows], "segment_ids": train.segment_ids[rows],
                      "labels": train.labels[rows]}
             params, opt_state, loss = step(params, opt_state, batch,
                                            jax.random.fold_in(jax.random.key(seed), epoch * 100_000 + i))
+            losses.append(loss)
         dev_scores = evaluate(params, "dev")
-        log(f"  seed {seed} epoch {epoch}: loss {float(loss):.4f}, dev {metric} {dev_scores[metric]:.4f}")
+        log(f"  seed {seed} epoch {epoch}: mean train loss {float(np.mean(jax.device_get(losses))):.4f}, "
+            f"dev {metric} {dev_scores[metric]:.4f}")
         if dev_scores[metric] > best[2]:
             best = (jax.tree.map(np.asarray, params), dev_scores, dev_scores[metric], epoch)
     return best[0], best[1], best[3]
