@@ -357,6 +357,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     return config
 
 
+def with_overrides(config: Config, overrides: list[str]) -> Config:
+    """`config` with `section.key=value` strings applied on top (what the command line says wins)."""
+    return _from_dict(Config, apply_overrides(to_dict(config), list(overrides)), "") if overrides else config
+
+
 def save_config(config: Config, path: str | Path) -> None:
     """Atomically: a reader (or a crash) never sees half a config."""
     from electra_jax.storage import write_atomic

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from electra_jax.config import Config, ModelConfig, load_config
+from electra_jax.config import Config, ModelConfig, load_config, with_overrides
 from electra_jax.hf.importer import HFImportError, _listed, write_imported_run
 from electra_jax.hf.names import convert, get_path, set_path
 from electra_jax.storage import refuse_nonempty
@@ -131,10 +131,9 @@ def electra_model(tensors: dict, hparams: dict, config: Config) -> ModelConfig:
         layer_norm_eps=1e-12, initializer_range=0.02,
         dropout_rate=overrides.get("hidden_dropout_prob", 0.1),
         attention_dropout_rate=overrides.get("attention_probs_dropout_prob", 0.1))
-    stated = {"vocab_size": (vocab, "vocab_size"), "embedding_size": (embedding, "embedding_size"),
-              "hidden_size": (hidden, "hidden_size"), "num_hidden_layers": (layers, "num_layers"),
-              "intermediate_size": (intermediate, "intermediate_size")}
-    differ = [f"{key} {overrides[key]} (the checkpoint's is {value})" for key, (value, _) in stated.items()
+    shapes = {"vocab_size": vocab, "embedding_size": embedding, "hidden_size": hidden, "num_hidden_layers": layers,
+              "intermediate_size": intermediate}
+    differ = [f"{key} {overrides[key]} (the checkpoint's is {value})" for key, value in shapes.items()
               if overrides.get(key) not in (None, value)]
     if differ:
         raise TF1ImportError(f"import: --tf-config disagrees with the checkpoint's shapes: {'; '.join(differ)}")
@@ -349,6 +348,8 @@ def import_tf1(source: Path, out_dir: Path, *, vocab: Path | None = None, tf_con
     config = dataclasses.replace(config, model=model, data=dataclasses.replace(
         config.data, vocab_size=vocab_size, lowercase=lower, strip_accents=strip, tokenizer="",
         seq_len=min(config.data.seq_len, model.max_position_embeddings)))
+    # The command line's overrides win over what the checkpoint's folder said (hparams, derived sizes).
+    config = with_overrides(config, overrides or [])
     validate(config)
 
     _, make_state = single_device_state(config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -106,9 +107,13 @@ def test_cpu_scale_commands_resolve_without_running(tmp_path):
 
 
 def run_recipe(name: str, out: Path, *extra: str) -> str:
+    # One CPU device, as a user's machine has: conftest's eight fake devices would make every step an 8-way
+    # all-reduce, whose rendezvous XLA aborts after 40 s when the other test worker holds both cores.
+    env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "").replace(
+        "--xla_force_host_platform_device_count=8", "").strip()}
     result = subprocess.run([sys.executable, str(RECIPES / f"{name}.py"), "--out", str(out), "--steps", "8",
                              "--epochs", "1", "--max-sentences", "100", *extra],
-                            capture_output=True, text=True, timeout=900)
+                            capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 

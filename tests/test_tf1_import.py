@@ -3,6 +3,7 @@ graph mode under the original code's variable names (listed here from its modeli
 tables), with random values; imported; exported to HF; `from_pretrained` gives our logits, and each exported
 tensor is its TF variable bit for bit. With --with-optimizer the next training step is the TF update."""
 import json
+import os
 import re
 import subprocess
 import sys
@@ -211,6 +212,7 @@ def test_with_optimizer_the_next_step_is_the_tf_update(electra_checkpoint, prepa
     assert "Adam moments at step 20,000" in out and "not kept" not in out
     config = load_config(run / "config.yaml")
     assert (config.optimizer.bias_correction, config.schedule.kind, config.train.steps) == (False, "electra", 40000)
+    assert config.optimizer.learning_rate == 2e-3 and config.model.dropout_rate == 0.0  # hparams, then overrides
     training = setup_training(config, make_mesh(config, jax.devices()[:1]), special_ids(read_metadata(prepared)))
     checkpointer = Checkpointer(run / "checkpoints", config.checkpoint, read_only=True)
     assert checkpointer.all_steps() == [20000]
@@ -279,6 +281,11 @@ def test_tf1_import_errors_name_every_problem_and_write_nothing(electra_checkpoi
     assert "missing 3: electra/encoder/layer_1/output/dense/bias, electra/encoder/layer_1/output/dense/bias/adam_m" in message
     assert "wrong shape 1: discriminator_predictions/dense/kernel (32, 33) (expected (32, 32))" in message
     assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.partial-*"))
+    # A vocabulary longer than the embedding table.
+    (tmp_path / "long_vocab.txt").write_text((folder / "vocab.txt").read_text() + "extra1\nextra2\n")
+    with pytest.raises(HFImportError, match=r"the vocabulary has \d+ tokens but the embedding table \d+ rows"):
+        import_tf1(folder, tmp_path / "v", vocab=tmp_path / "long_vocab.txt", lowercase=False)
+    assert not (tmp_path / "v").exists()
     # A --tf-config that disagrees with the shapes.
     (tmp_path / "h.json").write_text(json.dumps({"hidden_size": 64}))
     with pytest.raises(HFImportError, match=r"hidden_size 64 \(the checkpoint's is 32\)"):
@@ -305,14 +312,15 @@ def test_pretrain_continues_an_imported_tf1_run_from_its_step(electra_checkpoint
     folder, _ = electra_checkpoint
     run = tmp_path / "run"
     cli = [sys.executable, "-m", "electra_jax"]
+    one_device = {**os.environ, "XLA_FLAGS": ""}  # not conftest's eight fake devices: no 8-way all-reduce per step
     done = subprocess.run([*cli, "import", str(folder / "model.ckpt-20000"), str(run), "--with-optimizer", "--cased",
                            "--tf-config", str(folder / "hparams.json"), "train.seed=3"],
-                          capture_output=True, text=True, cwd=REPO)
+                          capture_output=True, text=True, cwd=REPO, env=one_device)
     assert done.returncode == 0, done.stderr
     assert "continue with: electra-jax pretrain" in done.stdout
     done = subprocess.run([*cli, "pretrain", "--config", str(run / "config.yaml"), "--run-dir", str(run),
                            "--no-progress", f"data.prepared={prepared}", "train.steps=20002",
-                           "checkpoint.every_steps=1"], capture_output=True, text=True, cwd=REPO)
+                           "checkpoint.every_steps=1"], capture_output=True, text=True, cwd=REPO, env=one_device)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resum" in done.stdout.lower() and "20000" in done.stdout.replace(",", "")
     assert sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())[-1] == 20002
