@@ -64,13 +64,24 @@ def scale_by_adam(b1: float, b2: float, eps: float, bias_correction: bool) -> op
     return optax.GradientTransformation(corrected.init, update)
 
 
+def scale_by_trust_ratio(mask) -> optax.GradientTransformation:
+    """LAMB's per-tensor |w| / |update| for the tensors `mask(params)` marks; the others (biases, LayerNorm)
+    keep their update, as albert's lamb_optimizer.py leaves them out of the layer adaptation. optax's state."""
+    inner = optax.scale_by_trust_ratio()
+
+    def update(updates, state, params=None):
+        scaled, state = inner.update(updates, state, params)
+        return jax.tree.map(lambda s, u, adapt: s if adapt else u, scaled, updates, mask(params)), state
+    return optax.GradientTransformation(inner.init, update)
+
+
 def make_optimizer(config: OptimizerConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
-    """AdamW or LAMB (ALBERT's: AdamW's step scaled per parameter by the trust ratio |w| / |step|), the chains
-    of optax.adamw and optax.lamb with `scale_by_adam` in front; clipping by global norm first."""
+    """AdamW or LAMB (ALBERT's: AdamW's step scaled per weight tensor by the trust ratio |w| / |step|), the
+    chains of optax.adamw and optax.lamb with `scale_by_adam` in front; clipping by global norm first."""
     parts = [scale_by_adam(config.b1, config.b2, config.eps, config.bias_correction),
              optax.add_decayed_weights(config.weight_decay, mask=decay_mask)]
     if config.kind == "lamb":
-        parts.append(optax.scale_by_trust_ratio())
+        parts.append(scale_by_trust_ratio(decay_mask))
     optimizer = optax.chain(*parts, optax.scale_by_learning_rate(schedule))
     if config.clip_norm > 0:
         return optax.chain(optax.clip_by_global_norm(config.clip_norm), optimizer)

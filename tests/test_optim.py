@@ -79,6 +79,13 @@ def test_lamb_scales_each_update_by_the_layer_trust_ratio():
     np.testing.assert_allclose(updates["dense"]["kernel"], -1.0, rtol=1e-6)
     assert float(jnp.abs(updates["dense"]["bias"]).max()) == 0.0
     assert float(jnp.abs(updates["LayerNorm"]["scale"]).max()) == 0.0
+    # Biases and LayerNorm are left out of the trust ratio too (albert's exclude_from_layer_adaptation): with
+    # |b| = 2|g| a scaled bias step would be -2; Adam's own first step is -1.
+    params = {"dense": {"kernel": jnp.ones((4, 3)), "bias": 2 * jnp.ones(3)}, "LayerNorm": {"scale": 2 * jnp.ones(3)}}
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(updates["dense"]["bias"], -1.0, rtol=1e-5)
+    np.testing.assert_allclose(updates["LayerNorm"]["scale"], -1.0, rtol=1e-5)
 
 
 def adam_weight_decay_numpy(params, grads, m, v, lr, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01, clip=1.0):
