@@ -134,3 +134,33 @@ def test_without_bias_correction_a_step_is_the_tf1_adam_weight_decay_update():
     updates, _ = corrected.update(tree(grads), (clip_state, (adam, *rest)), tree(params))
     assert np.abs(np.asarray(optax.apply_updates(tree(params), updates)["dense"]["kernel"])
                   - reference["dense/kernel"]).max() > 1e-5
+
+
+def test_lamb_without_bias_correction_is_albert_lamb_optimizer():
+    """albert's lamb_optimizer.py in NumPy: Adam's raw moments, decay on weights, the trust ratio |w| / |update|
+    on weights only (biases and LayerNorm keep their update), after clipping by global norm 1."""
+    import optax
+    rng = np.random.default_rng(1)
+    shapes = {"dense/kernel": (8, 4), "dense/bias": (4,), "LayerNorm/scale": (4,)}
+    flat = lambda f: {k: f(s).astype(np.float32) for k, s in shapes.items()}  # noqa: E731
+    params, grads = flat(lambda s: rng.normal(size=s)), flat(lambda s: rng.normal(size=s))
+    m, v = flat(lambda s: 0.1 * rng.normal(size=s)), flat(lambda s: 0.01 * rng.random(size=s))
+    tree = lambda d: {"dense": {"kernel": d["dense/kernel"], "bias": d["dense/bias"]},  # noqa: E731
+                      "LayerNorm": {"scale": d["LayerNorm/scale"]}}
+    config = load_config(None, ["optimizer.kind=lamb", "optimizer.bias_correction=false"])
+    tx = make_optimizer(config.optimizer, lambda step: 1e-3)
+    clip_state, (adam, *rest) = tx.init(tree(params))
+    adam = adam._replace(count=jnp.asarray(500, jnp.int32), mu=tree(m), nu=tree(v))
+    updates, _ = tx.update(tree(grads), (clip_state, (adam, *rest)), tree(params))
+    ours = optax.apply_updates(tree(params), updates)
+    scale = 1.0 / max(1.0, np.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads.values())))
+    for name, p in params.items():
+        g = grads[name] * scale
+        update = (0.9 * m[name] + 0.1 * g) / (np.sqrt(0.999 * v[name] + 0.001 * g * g) + 1e-6)
+        ratio = 1.0
+        if not ("LayerNorm" in name or "bias" in name):
+            update = update + 0.01 * p
+            ratio = np.linalg.norm(p) / np.linalg.norm(update)
+        expected = p - ratio * 1e-3 * update
+        got = np.asarray(ours[name.split("/")[0]][name.split("/")[1]])
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6, err_msg=name)
