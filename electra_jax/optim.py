@@ -91,20 +91,8 @@ def make_optimizer(config: OptimizerConfig, schedule: optax.Schedule) -> optax.G
 def with_adam_moments(opt_state, mu, nu, step: int):
     """`opt_state` with Adam's moments set to `mu` and `nu` and every step counter (Adam's, the schedule's) at
     `step`: the optimizer state of a run that has taken `step` steps (an imported TF1 run)."""
-    count = jnp.asarray(step, jnp.int32)
-
-    def visit(node):
-        if isinstance(node, optax.ScaleByAdamState):
-            return node._replace(count=count, mu=jax.tree.map(jnp.asarray, mu), nu=jax.tree.map(jnp.asarray, nu))
-        if isinstance(node, optax.ScaleByScheduleState):
-            return node._replace(count=count)
-        if isinstance(node, tuple) and not hasattr(node, "_fields"):
-            return tuple(visit(child) for child in node)
-        if hasattr(node, "_fields"):  # other optax states (masked, clipping): their children
-            return node._replace(**{f: visit(getattr(node, f)) for f in node._fields
-                                    if isinstance(getattr(node, f), tuple)})
-        return node
-    return visit(opt_state)
+    return optax.tree_utils.tree_set(opt_state, mu=jax.tree.map(jnp.asarray, mu), nu=jax.tree.map(jnp.asarray, nu),
+                                     count=jnp.asarray(step, jnp.int32))
 
 
 EMBEDDING_NAMES = ("embeddings", "embeddings_project", "embedding_hidden_mapping_in")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from electra_jax.config import Config, ModelConfig, load_config, with_overrides
-from electra_jax.hf.importer import HFImportError, _listed, write_imported_run
+from electra_jax.hf.importer import HFImportError, _listed, read_vocab, write_imported_run
 from electra_jax.hf.names import convert, get_path, set_path
 from electra_jax.storage import refuse_nonempty
 from electra_jax.validation import validate
@@ -241,7 +241,7 @@ def choose_lowercase(flag: bool | None, hparams: dict, vocab_tokens: list[str]) 
 
 def read_tokenizer(layout, vocab: Path, flag: bool | None, hparams: dict):
     """(lowercase, strip_accents, vocabulary size, write(folder), how the casing was decided)."""
-    from electra_jax.data.tokenizer import SPECIAL_TOKENS, save_tokenizer, wordpiece_from_vocab
+    from electra_jax.data.tokenizer import save_tokenizer, wordpiece_from_vocab
     if vocab.suffix == ".model":  # ALBERT's SentencePiece: accents stripped (keep_accents=False) as albert does
         import sentencepiece as spm
         processor = spm.SentencePieceProcessor(model_proto=vocab.read_bytes())
@@ -250,13 +250,10 @@ def read_tokenizer(layout, vocab: Path, flag: bool | None, hparams: dict):
         from electra_jax.data.spm import save_sentencepiece
         return lowercase, True, len(pieces), lambda out: save_sentencepiece(
             vocab.read_bytes(), out, lowercase=lowercase, strip_accents=True), why
-    tokens = [t for t in vocab.read_text(encoding="utf-8").split("\n") if t]
-    missing = [t for t in SPECIAL_TOKENS if t not in tokens]
-    if missing:
-        raise TF1ImportError(f"import: {vocab} lacks the special tokens {missing}")
-    lowercase, why = choose_lowercase(flag, hparams, tokens)
+    tokens = read_vocab(vocab)
+    lowercase, why = choose_lowercase(flag, hparams, list(tokens))
     # BERT's BasicTokenizer strips accents exactly when it lowercases.
-    tokenizer = wordpiece_from_vocab({t: i for i, t in enumerate(tokens)}, lowercase=lowercase, strip_accents=lowercase)
+    tokenizer = wordpiece_from_vocab(tokens, lowercase=lowercase, strip_accents=lowercase)
     return lowercase, lowercase, len(tokens), lambda out: save_tokenizer(tokenizer, out, layout.tokenizer_class), why
 
 

@@ -133,18 +133,25 @@ def fill_params(params: dict, rows: list[tuple[str, str, str]], tensors: dict, h
 
 # ---------------------------------------------------------------------------- tokenizer
 
+def read_vocab(path: Path) -> dict[str, int]:
+    """A vocab.txt (one token a line, the id its line), which must hold BERT's special tokens."""
+    from electra_jax.data.tokenizer import SPECIAL_TOKENS
+    tokens = path.read_text(encoding="utf-8").split("\n")
+    vocab = {token: i for i, token in enumerate(t for t in tokens if t)}
+    missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+    if missing:
+        raise HFImportError(f"import: {path} lacks the special tokens {missing}")
+    return vocab
+
+
 def import_tokenizer(folder: Path):
     """vocab.txt with tokenizer_config.json's flags (what transformers itself uses), else tokenizer.json."""
-    from electra_jax.data.tokenizer import SPECIAL_TOKENS, load_tokenizer, wordpiece_from_vocab
+    from electra_jax.data.tokenizer import load_tokenizer, wordpiece_from_vocab
     settings = {}
     if (folder / "tokenizer_config.json").is_file():
         settings = json.loads((folder / "tokenizer_config.json").read_text())
     if (folder / "vocab.txt").is_file():
-        tokens = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
-        vocab = {token: i for i, token in enumerate(t for t in tokens if t)}
-        missing = [t for t in SPECIAL_TOKENS if t not in vocab]
-        if missing:
-            raise HFImportError(f"import: {folder}/vocab.txt lacks the special tokens {missing}")
+        vocab = read_vocab(folder / "vocab.txt")
         lowercase = bool(settings.get("do_lower_case", True))  # BERT's defaults when unstated
         strip_accents = settings.get("strip_accents")
         return wordpiece_from_vocab(vocab, lowercase=lowercase,
