@@ -88,9 +88,10 @@ def test_lamb_scales_each_update_by_the_layer_trust_ratio():
     np.testing.assert_allclose(updates["LayerNorm"]["scale"], -1.0, rtol=1e-5)
 
 
-def adam_weight_decay_numpy(params, grads, m, v, lr, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01, clip=1.0):
-    """google-research/electra's (and BERT's) AdamWeightDecayOptimizer after tf.clip_by_global_norm, in NumPy:
-    no bias correction, decay on every weight but LayerNorm and biases."""
+def tf1_update_numpy(params, grads, m, v, lr, lamb=False, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01, clip=1.0):
+    """google-research's TF1 optimizers after tf.clip_by_global_norm, in NumPy: AdamWeightDecayOptimizer
+    (electra, bert) or with `lamb` albert's lamb_optimizer.py. No bias correction; decay, and LAMB's trust ratio
+    |w| / |update|, on every weight but LayerNorm and biases."""
     norm = np.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads.values()))
     scale = clip / max(norm, clip)
     new = {}
@@ -99,68 +100,55 @@ def adam_weight_decay_numpy(params, grads, m, v, lr, b1=0.9, b2=0.999, eps=1e-6,
         next_m = b1 * m[name] + (1 - b1) * g
         next_v = b2 * v[name] + (1 - b2) * g * g
         update = next_m / (np.sqrt(next_v) + eps)
-        if not ("LayerNorm" in name or "bias" in name):
+        ratio = 1.0
+        if not any(word in name for word in ("LayerNorm", "layer_norm", "bias")):  # the TF code's exclusions
             update = update + weight_decay * p
-        new[name] = p - lr * update
+            ratio = np.linalg.norm(p) / np.linalg.norm(update) if lamb else 1.0
+        new[name] = p - ratio * lr * update
     return new
 
 
-def test_without_bias_correction_a_step_is_the_tf1_adam_weight_decay_update():
+SHAPES = {"dense/kernel": (8, 4), "dense/bias": (4,), "LayerNorm/scale": (4,)}
+
+
+def random_step_inputs(seed):
+    """(params, grads, adam_m, adam_v) by "/"-joined name; these gradients' norm is above 1, so clipping takes part."""
+    rng = np.random.default_rng(seed)
+    draw = lambda f: {k: f(s).astype(np.float32) for k, s in SHAPES.items()}  # noqa: E731
+    return (draw(lambda s: rng.normal(size=s)), draw(lambda s: rng.normal(size=s)),
+            draw(lambda s: 0.1 * rng.normal(size=s)), draw(lambda s: 0.01 * rng.random(size=s)))
+
+
+def one_step(optimizer_config, schedule, params, grads, m, v, step):
+    """The parameters after one step of our optimizer from moments m, v at `step`, by "/"-joined name."""
     import optax
-    rng = np.random.default_rng(0)
-    shapes = {"dense/kernel": (8, 4), "dense/bias": (4,), "LayerNorm/scale": (4,)}
-    flat = lambda f: {k: f(s).astype(np.float32) for k, s in shapes.items()}  # noqa: E731
-    params, grads = flat(lambda s: rng.normal(size=s)), flat(lambda s: rng.normal(size=s))
-    m, v = flat(lambda s: 0.1 * rng.normal(size=s)), flat(lambda s: 0.01 * rng.random(size=s))
+    from electra_jax.optim import with_adam_moments
     tree = lambda d: {"dense": {"kernel": d["dense/kernel"], "bias": d["dense/bias"]},  # noqa: E731
                       "LayerNorm": {"scale": d["LayerNorm/scale"]}}
-    config = load_config(None, ["optimizer.bias_correction=false"])
+    tx = make_optimizer(optimizer_config, schedule)
+    state = with_adam_moments(tx.init(tree(params)), tree(m), tree(v), step)
+    updates, _ = tx.update(tree(grads), state, tree(params))
+    new = optax.apply_updates(tree(params), updates)
+    return {name: np.asarray(new[name.split("/")[0]][name.split("/")[1]]) for name in SHAPES}
+
+
+def test_without_bias_correction_a_step_is_the_tf1_adam_weight_decay_update():
+    params, grads, m, v = random_step_inputs(0)
     schedule = lambda step: 1e-3 * (1.0 - step / 10_000)  # noqa: E731
-    tx = make_optimizer(config.optimizer, schedule)
-    clip_state, (adam, *rest) = tx.init(tree(params))
-    adam = adam._replace(count=jnp.asarray(2000, jnp.int32), mu=tree(m), nu=tree(v))
-    rest[-1] = rest[-1]._replace(count=jnp.asarray(2000, jnp.int32))  # the schedule's step
-    updates, _ = tx.update(tree(grads), (clip_state, (adam, *rest)), tree(params))
-    ours = optax.apply_updates(tree(params), updates)
-    # The norm of these gradients is above 1, so the clipping takes part.
-    reference = adam_weight_decay_numpy(params, grads, m, v, lr=schedule(2000))
-    for name in shapes:
-        got = np.asarray(ours[name.split("/")[0]][name.split("/")[1]])
-        np.testing.assert_allclose(got, reference[name], rtol=0, atol=1e-6, err_msg=name)
+    ours = one_step(load_config(None, ["optimizer.bias_correction=false"]).optimizer, schedule,
+                    params, grads, m, v, step=2000)
+    reference = tf1_update_numpy(params, grads, m, v, lr=schedule(2000))
+    for name in SHAPES:
+        np.testing.assert_allclose(ours[name], reference[name], rtol=0, atol=1e-6, err_msg=name)
     # With bias correction (the default) the same step differs by far more than that tolerance.
-    corrected = make_optimizer(load_config(None).optimizer, schedule)
-    clip_state, (adam, *rest) = corrected.init(tree(params))
-    adam = adam._replace(count=jnp.asarray(2000, jnp.int32), mu=tree(m), nu=tree(v))
-    updates, _ = corrected.update(tree(grads), (clip_state, (adam, *rest)), tree(params))
-    assert np.abs(np.asarray(optax.apply_updates(tree(params), updates)["dense"]["kernel"])
-                  - reference["dense/kernel"]).max() > 1e-5
+    corrected = one_step(load_config(None).optimizer, schedule, params, grads, m, v, step=2000)
+    assert np.abs(corrected["dense/kernel"] - reference["dense/kernel"]).max() > 1e-5
 
 
 def test_lamb_without_bias_correction_is_albert_lamb_optimizer():
-    """albert's lamb_optimizer.py in NumPy: Adam's raw moments, decay on weights, the trust ratio |w| / |update|
-    on weights only (biases and LayerNorm keep their update), after clipping by global norm 1."""
-    import optax
-    rng = np.random.default_rng(1)
-    shapes = {"dense/kernel": (8, 4), "dense/bias": (4,), "LayerNorm/scale": (4,)}
-    flat = lambda f: {k: f(s).astype(np.float32) for k, s in shapes.items()}  # noqa: E731
-    params, grads = flat(lambda s: rng.normal(size=s)), flat(lambda s: rng.normal(size=s))
-    m, v = flat(lambda s: 0.1 * rng.normal(size=s)), flat(lambda s: 0.01 * rng.random(size=s))
-    tree = lambda d: {"dense": {"kernel": d["dense/kernel"], "bias": d["dense/bias"]},  # noqa: E731
-                      "LayerNorm": {"scale": d["LayerNorm/scale"]}}
+    params, grads, m, v = random_step_inputs(1)
     config = load_config(None, ["optimizer.kind=lamb", "optimizer.bias_correction=false"])
-    tx = make_optimizer(config.optimizer, lambda step: 1e-3)
-    clip_state, (adam, *rest) = tx.init(tree(params))
-    adam = adam._replace(count=jnp.asarray(500, jnp.int32), mu=tree(m), nu=tree(v))
-    updates, _ = tx.update(tree(grads), (clip_state, (adam, *rest)), tree(params))
-    ours = optax.apply_updates(tree(params), updates)
-    scale = 1.0 / max(1.0, np.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads.values())))
-    for name, p in params.items():
-        g = grads[name] * scale
-        update = (0.9 * m[name] + 0.1 * g) / (np.sqrt(0.999 * v[name] + 0.001 * g * g) + 1e-6)
-        ratio = 1.0
-        if not ("LayerNorm" in name or "bias" in name):
-            update = update + 0.01 * p
-            ratio = np.linalg.norm(p) / np.linalg.norm(update)
-        expected = p - ratio * 1e-3 * update
-        got = np.asarray(ours[name.split("/")[0]][name.split("/")[1]])
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6, err_msg=name)
+    ours = one_step(config.optimizer, lambda step: 1e-3, params, grads, m, v, step=500)
+    reference = tf1_update_numpy(params, grads, m, v, lr=1e-3, lamb=True)
+    for name in SHAPES:
+        np.testing.assert_allclose(ours[name], reference[name], rtol=0, atol=1e-6, err_msg=name)

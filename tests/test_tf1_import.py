@@ -231,18 +231,11 @@ def test_with_optimizer_the_next_step_is_the_tf_update(electra_checkpoint, prepa
                         has_aux=True)(state.params)
     from electra_jax.hf.names import electra_tf1_rows, get_path
     rows = electra_tf1_rows(config.model)
+    from tests.test_optim import tf1_update_numpy
     grad_of = {tf: np.asarray(get_path(grads, ours), np.float64) for ours, tf, _ in rows}
-    scale = 1.0 / max(1.0, np.sqrt(sum(np.sum(g ** 2) for g in grad_of.values())))  # clip_by_global_norm(1.0)
-    lr = electra_lr(20000)
-    expected = {}
-    for ours, tf, _ in rows:
-        g = grad_of[tf] * scale
-        m = 0.9 * values[f"{tf}/adam_m"] + 0.1 * g
-        v = 0.999 * values[f"{tf}/adam_v"] + 0.001 * g * g
-        update = m / (np.sqrt(v) + 1e-6)
-        if not any(word in tf for word in ("LayerNorm", "layer_norm", "bias")):
-            update += 0.01 * values[tf]
-        expected[ours] = values[tf] - lr * update
+    by_tf = tf1_update_numpy({tf: values[tf] for tf in grad_of}, grad_of, {tf: values[f"{tf}/adam_m"] for tf in grad_of},
+                             {tf: values[f"{tf}/adam_v"] for tf in grad_of}, lr=electra_lr(20000))
+    expected = {ours: by_tf[tf] for ours, tf, _ in rows}
 
     new_state, metrics = training.step_fn(state, loader_batch)
     assert int(new_state.step) == 20001
