@@ -187,15 +187,15 @@ def config_file_model(family_name: str):
     return model
 
 
-def albert_identity_mapping(params: dict, model: ModelConfig, rows, log):
+def albert_identity_mapping(model: ModelConfig, rows) -> tuple[list, dict[str, np.ndarray]]:
     """google-research/albert has no embedding_hidden_mapping_in when the embedding and hidden sizes are equal
-    (HF's ALBERT always has one): ours is then the identity."""
+    (HF's ALBERT always has one): ours is then the identity. Returns the rows to read and the values (by our
+    path) set instead."""
     if model.embedding_size != model.hidden_size:
-        return rows
-    set_path(params, "embedding_hidden_mapping_in/kernel", np.eye(model.hidden_size, dtype=np.float32))
-    set_path(params, "embedding_hidden_mapping_in/bias", np.zeros(model.hidden_size, np.float32))
-    log("embedding_hidden_mapping_in: the identity (albert has none when embedding and hidden sizes are equal)")
-    return [row for row in rows if "embedding_hidden_mapping_in" not in row[0]]
+        return rows, {}
+    return ([row for row in rows if "embedding_hidden_mapping_in" not in row[0]],
+            {"embedding_hidden_mapping_in/kernel": np.eye(model.hidden_size, dtype=np.float32),
+             "embedding_hidden_mapping_in/bias": np.zeros(model.hidden_size, np.float32)})
 
 
 def family_of_checkpoint(tensors: dict, prefix: Path):
@@ -349,13 +349,15 @@ def import_tf1(source: Path, out_dir: Path, *, vocab: Path | None = None, tf_con
     config = with_overrides(config, overrides or [])
     validate(config)
 
-    _, make_state = single_device_state(config)
+    abstract, make_state = single_device_state(config)
+    rows, fixed = layout.fixed(model, layout.rows(model)) if layout.fixed else (layout.rows(model), {})
+    check_tensors(rows, tensors, abstract.params, with_optimizer, vocab_size)  # shapes only: before any compile
     state = jax.jit(make_state)(jax.random.key(config.train.seed))
     params = jax.tree.map(np.asarray, state.params)
-    rows = layout.rows(model)
-    if layout.fixed:
-        rows = layout.fixed(params, model, rows, log)
-    check_tensors(rows, tensors, params, with_optimizer, vocab_size)
+    for path, value in fixed.items():
+        set_path(params, path, value)
+    if fixed:
+        log(f"not in the checkpoint, set here: {', '.join(fixed)}")
     fill(params, rows, tensors)
     used = {name for _, name, _ in rows}
     step = 0

@@ -42,7 +42,7 @@ class TF1Side:
     config_file: str | None = None  # the sizes' file beside the checkpoint (albert_config.json)
     dropped: tuple[str, ...] = ()  # heads with no counterpart here, named in the report
     training: Callable | None = None  # (Config, hparams) -> (Config with the run's optimizer and schedule, taken)
-    fixed: Callable | None = None  # (params, ModelConfig, rows, log) -> rows: our tensors the TF model lacks, set
+    fixed: Callable | None = None  # (ModelConfig, rows) -> (rows, {our path: value}): tensors the TF model lacks
 
 
 @dataclass(frozen=True)
