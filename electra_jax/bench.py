@@ -102,7 +102,7 @@ def bench(config: Config, steps: int = 10, warmup: int = 2, log=print) -> dict:
     step_seconds = statistics.median(times)
     tokens_per_second = config.train.batch_size * config.data.seq_len / step_seconds
     achieved = family.flops_per_token(config) * tokens_per_second
-    kind, dtype = devices[0].device_kind, config.model.dtype
+    kind, dtype = devices[0].device_kind, training.config.model.dtype
     if devices[0].platform == "cpu":
         peak, source = measured_matmul_peak(), "fp32 matmul measured in this run"
     else:

@@ -22,6 +22,7 @@ class ConfigError(ValueError):
 # The model families of `electra_jax.families` (named here so that a config is checked before jax is imported).
 ARCHITECTURES = ("electra", "albert", "bert")
 OPS = ("auto", "xla", "cpu")  # model.ops: see models/ops.py
+REMAT = ("none", "dots", "attention_projections", "full")  # model.remat, least recomputation first: models/layers.py
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,11 @@ class ModelConfig:
     attention_dropout_rate: float = 0.1
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
-    dtype: str = "float32"  # compute dtype: float32 or bfloat16
+    # compute dtype: auto (bfloat16 on TPU and GPU, float32 on CPU; precision.py) | float32 | bfloat16. Parameters,
+    # optimizer state, softmax, LayerNorm statistics, logits and losses are float32 (param_dtype) either way.
+    dtype: str = "auto"
     param_dtype: str = "float32"
-    remat: str = "none"  # none | full (recompute each layer in the backward pass) | dots (keep matmul outputs)
+    remat: str = "none"  # none | dots | attention_projections | full: what a layer's backward recomputes (layers.py)
     attention: str = "einsum"  # einsum (ours, with attention dropout) | jax (jax.nn.dot_product_attention) | cudnn
     # The few ops with a CPU kernel (models/ops.py): auto (the CPU kernels where the step is lowered for a CPU,
     # plain XLA elsewhere) | xla | cpu.

@@ -37,3 +37,8 @@ def batch_sharding(mesh: Mesh, rules) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
+
+
+def platform_of(mesh: Mesh) -> str:
+    """The platform ("cpu", "gpu", "tpu") of the mesh's devices: what a step on it is compiled for."""
+    return mesh.devices.flat[0].platform

@@ -6,6 +6,7 @@ shardings, so `jax.jit(init, out_shardings=shardings)` creates every parameter d
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -47,14 +48,21 @@ def state_shardings(config: Config, model: nn.Module, tx: optax.GradientTransfor
     `jax.jit(init, out_shardings=shardings)(rng)` then creates each parameter directly in its shards:
     full-size parameters never materialise on one device.
     """
-    def boxed_state(rng):
-        params = model.init({"params": rng}, *_dummy_inputs(config))["params"]
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-
-    boxed_abstract = jax.eval_shape(boxed_state, jax.random.key(0))
+    boxed_abstract = boxed_abstract_state(config, model, tx)
     shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed_abstract), mesh, logical_rules(config))
     abstract = abstract_with_shardings(nn.unbox(boxed_abstract), shardings)
-    return shardings, abstract, lambda rng: nn.unbox(boxed_state(rng))
+    return shardings, abstract, lambda rng: nn.unbox(_boxed_state(config, model, tx, rng))
+
+
+def _boxed_state(config: Config, model: nn.Module, tx: optax.GradientTransformation, rng) -> TrainState:
+    """A fresh state whose arrays are boxed with their logical axis names."""
+    params = model.init({"params": rng}, *_dummy_inputs(config))["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def boxed_abstract_state(config: Config, model: nn.Module, tx: optax.GradientTransformation) -> TrainState:
+    """The state's shapes and dtypes, boxed with logical axis names: nothing is allocated."""
+    return jax.eval_shape(functools.partial(_boxed_state, config, model, tx), jax.random.key(0))
 
 
 def build_optimizer(config: Config) -> tuple[optax.Schedule, optax.GradientTransformation]:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
 
 from electra_jax.checkpoint import Checkpointer
 from electra_jax.config import Config, ConfigError
@@ -26,14 +27,15 @@ from electra_jax.data.loader import PretrainingData, batch_hash, held_out_batche
 from electra_jax.data.prepare import read_metadata
 from electra_jax.data.text_tokenizer import SpecialIds, load_text_tokenizer
 from electra_jax.families import family_of, shown
-from electra_jax.mesh import batch_sharding, logical_rules, make_mesh, replicated
+from electra_jax.mesh import batch_sharding, logical_rules, make_mesh, platform_of, replicated
 from electra_jax.metrics import MetricWriter, plot_metrics
 from electra_jax.objectives.base import Objective
 from electra_jax.phases import Phase, phase_of, run_phases
+from electra_jax.precision import for_platform
 from electra_jax.preemption import PreemptionWatch
 from electra_jax.run_dir import check_inputs, held_out_split, hold_run_dir, record_config, special_ids, start_run
 from electra_jax.state import TrainState, build_model, build_optimizer, state_shardings
-from electra_jax.validation import validate
+from electra_jax.validation import validate, validate_platform
 
 
 class NonFiniteLossError(RuntimeError):
@@ -42,9 +44,24 @@ class NonFiniteLossError(RuntimeError):
 
 # ---------------------------------------------------------------------------- the step
 
-def make_train_step(config: Config, objective: Objective, tx: optax.GradientTransformation):
+def micro_batches(whole: dict, accum: int, batch_sharding: NamedSharding) -> dict:
+    """`whole`'s leaves (B, ...) as (accum, B / accum, ...), micro-batch i holding rows i, accum + i, 2 accum + i,
+    ... Each device keeps its own rows: a device holding rows [d R, (d + 1) R) gives R / accum of them to every
+    micro-batch, so a micro-step runs on every device's local rows / accum and no row moves between devices
+    (a plain (accum, B / accum) reshape would put whole devices' rows into one micro-batch)."""
+    micro_spec = NamedSharding(batch_sharding.mesh, PartitionSpec(None, *batch_sharding.spec))
+
+    def split(x):
+        strided = jnp.swapaxes(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 0, 1)
+        return jax.lax.with_sharding_constraint(strided, micro_spec)
+    return jax.tree.map(split, whole)
+
+
+def make_train_step(config: Config, objective: Objective, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, batch_sharding: NamedSharding):
     """`train_step(state, batch, frozen=None) -> (state, metrics)`. `frozen` (a distillation teacher's
-    parameters) reaches the objective's loss as an argument of the jitted step, never as a constant."""
+    parameters) reaches the objective's loss as an argument of the jitted step, never as a constant. The
+    metrics carry the step's learning rate, so the loop never computes it on a device."""
     accum = config.train.grad_accum_steps
     base_rng = jax.random.key(config.train.seed + 1)
 
@@ -59,20 +76,20 @@ def make_train_step(config: Config, objective: Objective, tx: optax.GradientTran
         if accum == 1:
             grads, sums = grad_fn(state.params, whole, micro_rngs[0])
         else:
-            micro_batches = jax.tree.map(lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), whole)
-
             def accumulate(carry, inputs):
                 grads, sums = grad_fn(state.params, *inputs)
                 return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
             zeros = (jax.tree.map(jnp.zeros_like, state.params), objective.zero_sums())
-            (grads, sums), _ = jax.lax.scan(accumulate, zeros, (micro_batches, micro_rngs))
+            (grads, sums), _ = jax.lax.scan(accumulate, zeros,
+                                            (micro_batches(whole, accum, batch_sharding), micro_rngs))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         params = objective.keep_frozen(state.params, params)  # frozen parameters as they were, not p + 0
         metrics = objective.metrics(sums, counts)
         metrics["grad_norm"] = optax.tree.norm(grads)
         metrics["param_norm"] = optax.tree.norm(params)
+        metrics["learning_rate"] = schedule(state.step)  # the rate this update used
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return train_step
@@ -104,14 +121,20 @@ class Training(NamedTuple):
     step_fn: Any  # jitted (state, batch[, frozen]) -> (state, metrics); donates the state
     objective: Any
     eval_fn: Any  # jitted (params, batch, index[, frozen]) -> (summable tree, counts): held-out evaluation
+    config: Config  # the run's config with model.dtype resolved for the mesh's platform (precision.py)
 
 
 def setup_training(config: Config, mesh, specials: SpecialIds, word_starts_V=None, *, objective=None,
-                   optimizer=None, frozen_shardings=None) -> Training:
+                   optimizer=None, frozen_shardings=None, platform: str | None = None) -> Training:
     """Model, optimizer, state shardings, a sharded initialiser and the jitted step for one mesh.
     `word_starts_V` (per token id: does it begin a word?) is ALBERT's, for whole-word masking. Distillation
     passes its objective, its (schedule, optimizer) and the shardings of the frozen teacher parameters that
-    the step then takes as its third argument."""
+    the step then takes as its third argument. `platform` ("cpu", "gpu"/"cuda", "tpu"; default: the mesh's) is
+    what the step is compiled for: it resolves model.dtype=auto, and a step exported for another platform than
+    the mesh's (jax.export) is built for that one."""
+    platform = platform or platform_of(mesh)
+    config = for_platform(config, platform)  # model.dtype: auto -> bfloat16 on TPU/GPU, float32 on CPU
+    validate_platform(config, platform)
     model = build_model(config)
     objective = objective or family_of(config.model).objective(config, model, specials, word_starts_V)
     schedule, tx = optimizer or build_optimizer(config)
@@ -119,11 +142,12 @@ def setup_training(config: Config, mesh, specials: SpecialIds, word_starts_V=Non
     init = functools.partial(jax.jit(make_state, out_shardings=shardings), jax.random.key(config.train.seed))
     batch_spec = batch_sharding(mesh, logical_rules(config))
     frozen = () if frozen_shardings is None else (frozen_shardings,)
-    step_fn = jax.jit(make_train_step(config, objective, tx), donate_argnums=0,
+    step_fn = jax.jit(make_train_step(config, objective, tx, schedule, batch_spec), donate_argnums=0,
                       in_shardings=(shardings, batch_spec, *frozen), out_shardings=(shardings, replicated(mesh)))
     eval_fn = jax.jit(make_eval_step(objective), out_shardings=replicated(mesh),
                       in_shardings=(shardings.params, batch_spec, replicated(mesh), *frozen))
-    return Training(model, tx, schedule, shardings, abstract, init, batch_spec, step_fn, objective, eval_fn)
+    return Training(model, tx, schedule, shardings, abstract, init, batch_spec, step_fn, objective, eval_fn,
+                    config)
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -208,7 +232,7 @@ def train_loop(config: Config, run_dir: Path, trainings: Sequence[Training], dat
     returns a summary. `trainings` and `data_folders`: one per phase of `run_phases(config)`. `frozen`:
     parameters every step takes but does not train."""
     is_main = jax.process_index() == 0
-    family, schedule = family_of(config.model), trainings[0].schedule
+    family = family_of(config.model)
     frozen_args = () if frozen is None else (frozen,)
     phases = run_phases(config)
     legs = []
@@ -275,7 +299,6 @@ def train_loop(config: Config, run_dir: Path, trainings: Sequence[Training], dat
         values = _to_host(metrics)
         _check_finite(step, values, checkpointer)
         values["batch_hash"] = digest
-        values["learning_rate"] = float(schedule(step - 1))
         window_tokens += values["tokens"]
         if evaluated:  # the eval seconds are not training time
             values.update(evaluated)
@@ -294,7 +317,7 @@ def train_loop(config: Config, run_dir: Path, trainings: Sequence[Training], dat
     # On a CPU a step's temporaries come from host malloc: with two steps in flight both sets are live and
     # the heap that keeps freed memory (host_memory.py) fragments to about three times the step's working set,
     # so there the previous step is finished before the next is dispatched.
-    one_step_in_flight = leg.training.batch_sharding.mesh.devices.flat[0].platform == "cpu"  # where steps run
+    one_step_in_flight = platform_of(leg.training.batch_sharding.mesh) == "cpu"  # where steps run
     preempted_at, stop_signal = None, None
     try:
         with PreemptionWatch() as watch:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from electra_jax.config import ARCHITECTURES, OPS, Config, ConfigError
+from electra_jax.config import ARCHITECTURES, OPS, REMAT, Config, ConfigError
 
 def _positive(name: str, value) -> None:
     if value <= 0:
@@ -20,8 +20,8 @@ def validate(config: Config, num_devices: int | None = None) -> None:
         raise ConfigError(f"config: model.vocab_size must be >= 0 (0: from the tokenizer), got {m.vocab_size}")
     if m.architecture not in ARCHITECTURES:
         raise ConfigError(f"config: model.architecture must be {', '.join(ARCHITECTURES)}, got {m.architecture!r}")
-    if m.remat not in ("none", "full", "dots"):
-        raise ConfigError(f"config: model.remat must be none, full or dots, got {m.remat!r}")
+    if m.remat not in REMAT:
+        raise ConfigError(f"config: model.remat must be {', '.join(REMAT)}, got {m.remat!r}")
     if m.ops not in OPS:
         raise ConfigError(f"config: model.ops must be {', '.join(OPS)}, got {m.ops!r}")
     if m.attention not in ("einsum", "jax", "cudnn"):
@@ -29,6 +29,9 @@ def validate(config: Config, num_devices: int | None = None) -> None:
     if m.attention != "einsum" and m.attention_dropout_rate > 0:
         raise ConfigError(f"config: model.attention={m.attention} (jax.nn.dot_product_attention) has no attention "
                           f"dropout; set model.attention_dropout_rate=0 or model.attention=einsum")
+    if m.attention == "cudnn" and m.dtype == "float32":
+        raise ConfigError("config: model.attention=cudnn (cuDNN flash attention) runs in bfloat16 only; set "
+                          "model.dtype=auto or bfloat16, or model.attention=einsum")
     if m.architecture == "bert" and m.embedding_size != m.hidden_size:
         raise ConfigError(f"config: a bert model's embeddings have its hidden size: set model.embedding_size="
                           f"{m.hidden_size} (got {m.embedding_size})")
@@ -57,9 +60,10 @@ def validate(config: Config, num_devices: int | None = None) -> None:
     if o.whole_word_masking and m.architecture == "albert":
         raise ConfigError("config: objective.whole_word_masking is an ELECTRA and BERT option; ALBERT masks whole-word "
                           "n-grams by its own rule (up to objective.max_ngram)")
-    for name in ("dtype", "param_dtype"):
-        if getattr(m, name) not in ("float32", "bfloat16"):
-            raise ConfigError(f"config: model.{name} must be float32 or bfloat16, got {getattr(m, name)!r}")
+    if m.dtype not in ("auto", "float32", "bfloat16"):
+        raise ConfigError(f"config: model.dtype must be auto, float32 or bfloat16, got {m.dtype!r}")
+    if m.param_dtype not in ("float32", "bfloat16"):
+        raise ConfigError(f"config: model.param_dtype must be float32 or bfloat16, got {m.param_dtype!r}")
     for name in ("dropout_rate", "attention_dropout_rate"):
         if not 0.0 <= getattr(m, name) < 1.0:
             raise ConfigError(f"config: model.{name} must be in [0, 1), got {getattr(m, name)}")
@@ -120,6 +124,18 @@ def validate(config: Config, num_devices: int | None = None) -> None:
         validate_phases(config, num_devices)  # each phase's shapes; the run's own data.seq_len and batch unused
     else:
         validate_shape(config, num_devices)
+
+
+def validate_platform(config: Config, platform: str) -> None:
+    """What the platform the step is compiled for ("cpu", "gpu"/"cuda", "tpu") cannot run, after
+    `precision.for_platform` has resolved model.dtype for it."""
+    m = config.model
+    if m.attention == "cudnn" and platform not in ("gpu", "cuda"):
+        raise ConfigError(f"config: model.attention=cudnn (cuDNN flash attention) runs on NVIDIA GPUs only, and this "
+                          f"step is compiled for {platform}; set model.attention=einsum")
+    if m.attention == "cudnn" and m.dtype != "bfloat16":
+        raise ConfigError(f"config: model.attention=cudnn runs in bfloat16 only, and model.dtype is {m.dtype} here; "
+                          f"set model.dtype=bfloat16 or model.attention=einsum")
 
 
 def validate_shape(config: Config, num_devices: int | None) -> None:

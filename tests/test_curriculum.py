@@ -242,7 +242,7 @@ def test_each_phase_reads_its_own_data_under_one_schedule(straight, prepared_32,
     config = _config([*TINY, *_trained(prepared_16, prepared_32)])
     schedule = make_schedule(config.schedule, config.optimizer.learning_rate, 80)
     np.testing.assert_allclose([records[s]["learning_rate"] for s in range(1, 81)],
-                               [float(schedule(s - 1)) for s in range(1, 81)], rtol=1e-6)
+                               [float(schedule(s - 1)) for s in range(1, 81)], rtol=1e-5)  # computed in the step
     # The first phase's last step is saved and evaluated though it is no multiple of 15 or 25, each phase on its
     # own held-out shards.
     finished = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())

@@ -37,7 +37,8 @@ def _logits_and_grads(**model):
 @pytest.mark.slow
 def test_remat_policies_and_attention_implementations_agree():
     logits, grads = _logits_and_grads()
-    for variant in ({"remat": "full"}, {"remat": "dots"}, {"attention": "jax"}, {"attention": "jax", "remat": "dots"}):
+    for variant in ({"remat": "full"}, {"remat": "dots"}, {"remat": "attention_projections"}, {"attention": "jax"},
+                    {"attention": "jax", "remat": "dots"}):
         other_logits, other_grads = _logits_and_grads(**variant)
         np.testing.assert_allclose(other_logits, logits, atol=1e-5, rtol=1e-5, err_msg=str(variant))
         for a, b in zip(jax.tree.leaves(other_grads), jax.tree.leaves(grads)):
@@ -47,5 +48,5 @@ def test_remat_policies_and_attention_implementations_agree():
 def test_fused_attention_refuses_attention_dropout():
     with pytest.raises(ConfigError, match="has no attention dropout; set model.attention_dropout_rate=0"):
         load_config(None, ["model.attention=jax"])
-    with pytest.raises(ConfigError, match="model.remat must be none, full or dots"):
+    with pytest.raises(ConfigError, match="model.remat must be none, dots, attention_projections, full"):
         load_config(None, ["model.remat=everything"])

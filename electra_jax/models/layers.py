@@ -12,9 +12,11 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from electra_jax.config import ModelConfig
 from electra_jax.models import ops as ops_lib
+from electra_jax.precision import compute_dtype
 
 
 def normal_init(stddev: float, axes: tuple[str, ...]):
@@ -38,13 +40,13 @@ def tower_view(config: ModelConfig, hidden_size: int, num_heads: int, intermedia
 
 def LayerNorm(config: ModelConfig, name: str | None = None) -> nn.LayerNorm:
     """LayerNorm with BERT's epsilon (Flax's default is 1e-6) and logical axis names."""
-    return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=jnp.dtype(config.dtype),
+    return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=compute_dtype(config),
                         param_dtype=jnp.dtype(config.param_dtype), name=name,
                         scale_init=ones_init(("embed",)), bias_init=zeros_init(("embed",)))
 
 
 def dense(config: ModelConfig, features: int, axes: tuple[str | None, str | None], name: str) -> nn.Dense:
-    return nn.Dense(features, dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype), name=name,
+    return nn.Dense(features, dtype=compute_dtype(config), param_dtype=jnp.dtype(config.param_dtype), name=name,
                     dot_general=ops_lib.dense_dot_general(config.ops),
                     kernel_init=normal_init(config.initializer_range, axes), bias_init=zeros_init(axes[1:]))
 
@@ -112,7 +114,7 @@ class Embeddings(nn.Module):
 
         def table(num, axes):
             init = zeros_init(axes) if self.as_delta else normal_init(c.initializer_range, axes)
-            return nn.Embed(num, c.embedding_size, dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype),
+            return nn.Embed(num, c.embedding_size, dtype=compute_dtype(c), param_dtype=jnp.dtype(c.param_dtype),
                             embedding_init=init)
         # Attribute names are the parameter names (Flax `setup` naming).
         self.word_embeddings = table(c.vocab_size, ("vocab", "embed"))
@@ -128,7 +130,7 @@ class Embeddings(nn.Module):
 
     def __call__(self, input_ids_BxL, segment_ids_BxL, deterministic: bool, tables: dict | None = None):
         c, t = self.config, tables or self.tables()
-        dtype = jnp.dtype(c.dtype)
+        dtype = compute_dtype(c)
         positions_L = jnp.arange(input_ids_BxL.shape[1])
         x_BxLxE = (jnp.take(t["word_VxE"], input_ids_BxL, axis=0).astype(dtype)
                    + jnp.take(t["position_PxE"], positions_L, axis=0).astype(dtype)[None]
@@ -142,39 +144,52 @@ class Embeddings(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention: ours (heads-first einsums, attention dropout) or, with `config.attention`
-    "jax" / "cudnn", jax.nn.dot_product_attention (XLA's fused attention or cuDNN's flash attention)."""
+    """Multi-head self-attention, by `config.attention`:
+    einsum  ours: heads-first einsums, float32 softmax, attention dropout (plain XLA ops on every platform);
+    jax     jax.nn.dot_product_attention's XLA implementation: the same unfused math in the (B, L, N, D) layout,
+            no attention dropout;
+    cudnn   cuDNN's fused flash attention (NVIDIA GPUs, bfloat16, no attention dropout). It masks padding by
+            key lengths, so padding must come last in every row, as it does in prepared and fine-tuning batches.
+    """
     config: ModelConfig
 
     @nn.compact
     def __call__(self, x_BxLxH, bias_Bx1x1xL, deterministic: bool):
         c = self.config
-        dtype = jnp.dtype(c.dtype)
+        dtype = compute_dtype(c)
         head_dim = c.hidden_size // c.num_heads
         batch, length = x_BxLxH.shape[:2]
 
         def project(name):  # plain (hidden x hidden) kernels, as HF stores them (transposed)
             y_BxLxH = dense(c, c.hidden_size, ("embed", "heads"), name)(x_BxLxH)
+            y_BxLxH = checkpoint_name(y_BxLxH, ATTENTION_PROJECTION)
             return y_BxLxH.reshape(batch, length, c.num_heads, head_dim).transpose(0, 2, 1, 3)
 
         if c.attention != "einsum":
             q_BxLxNxD, k_BxLxNxD, v_BxLxNxD = (project(name).transpose(0, 2, 1, 3) for name in ("query", "key", "value"))
-            context_BxLxNxD = jax.nn.dot_product_attention(
-                q_BxLxNxD, k_BxLxNxD, v_BxLxNxD, bias=bias_Bx1x1xL.astype(q_BxLxNxD.dtype),
-                implementation=None if c.attention == "jax" else "cudnn")
-            return dense(c, c.hidden_size, ("heads", "embed"), "output")(
+            if c.attention == "cudnn":  # cuDNN takes no (B, 1, 1, L) bias: the real keys are each row's first ones
+                context_BxLxNxD = jax.nn.dot_product_attention(q_BxLxNxD, k_BxLxNxD, v_BxLxNxD,
+                                                               key_value_seq_lengths=key_lengths(bias_Bx1x1xL),
+                                                               implementation="cudnn")
+            else:
+                context_BxLxNxD = jax.nn.dot_product_attention(q_BxLxNxD, k_BxLxNxD, v_BxLxNxD,
+                                                               bias=bias_Bx1x1xL.astype(q_BxLxNxD.dtype))
+            output_BxLxH = dense(c, c.hidden_size, ("heads", "embed"), "output")(
                 context_BxLxNxD.reshape(batch, length, c.hidden_size))
+            return checkpoint_name(output_BxLxH, ATTENTION_PROJECTION)
         # Heads-first layout for the two attention matmuls: batched matmuls over contiguous (L, D) blocks,
         # which XLA's CPU backend runs several times faster than einsums over the (B, L, N, D) layout.
         q_BxNxLxD, k_BxNxLxD, v_BxNxLxD = (project(name) for name in ("query", "key", "value"))
         scores_BxNxLxL = jnp.einsum("bnqd,bnkd->bnqk", q_BxNxLxD, k_BxNxLxD) / jnp.sqrt(head_dim).astype(dtype)
-        # Softmax in float32 even under bf16 compute: it is the numerically fragile part.
+        # Softmax in float32 even under bf16 compute: it is the numerically fragile part. (Scores accumulated in
+        # float32 would make the backward pass multiply float32 gradients by bf16 keys and queries.)
         probs_BxNxLxL = jax.nn.softmax(scores_BxNxLxL.astype(jnp.float32) + bias_Bx1x1xL, axis=-1)
         self.sow("intermediates", "attention_probs", probs_BxNxLxL)  # kept only when asked for (distillation)
         probs_BxNxLxL = Dropout(c.attention_dropout_rate)(probs_BxNxLxL, deterministic=deterministic)
         context_BxNxLxD = jnp.einsum("bnqk,bnkd->bnqd", probs_BxNxLxL.astype(dtype), v_BxNxLxD)
         context_BxLxH = context_BxNxLxD.transpose(0, 2, 1, 3).reshape(batch, length, c.hidden_size)
-        return dense(c, c.hidden_size, ("heads", "embed"), "output")(context_BxLxH)
+        output_BxLxH = dense(c, c.hidden_size, ("heads", "embed"), "output")(context_BxLxH)
+        return checkpoint_name(output_BxLxH, ATTENTION_PROJECTION)
 
 
 class TransformerBlock(nn.Module):
@@ -201,6 +216,11 @@ def attention_bias(attention_mask_BxL, dtype=jnp.float32):
     return jnp.where(attention_mask_BxL[:, None, None, :] > 0, 0.0, jnp.finfo(dtype).min).astype(dtype)
 
 
+def key_lengths(bias_Bx1x1xL):
+    """Each row's count of attended keys (its length when padding comes last), int32 B."""
+    return (bias_Bx1x1xL[:, 0, 0, :] == 0).sum(-1).astype(jnp.int32)
+
+
 class Encoder(nn.Module):
     """`config.num_layers` TransformerBlocks, each with its own parameters (`layer_0`, `layer_1`, ...)."""
     config: ModelConfig
@@ -217,9 +237,18 @@ class Encoder(nn.Module):
         return x_BxLxH
 
 
-# What the backward pass recomputes: "full" keeps only each layer's input; "dots" also keeps the matmul
-# outputs (without batch dimensions) and recomputes the cheap elementwise work.
-REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+# What a layer's backward pass recomputes (model.remat), each policy keeping a subset of the one before, so
+# they are listed from the least recomputation to the most: "none" keeps every intermediate; "dots" keeps the
+# outputs of the weight matmuls (not the batched attention matmuls) and recomputes attention and the
+# elementwise work; "attention_projections" keeps only the query, key, value and attention-output
+# projections and recomputes the feed-forward block too; "full" keeps only each layer's input.
+ATTENTION_PROJECTION = "attention_projection"  # the checkpoint_name of those four projections
+REMAT_POLICIES = {
+    "none": None,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "attention_projections": jax.checkpoint_policies.save_only_these_names(ATTENTION_PROJECTION),
+    "full": jax.checkpoint_policies.nothing_saveable,
+}
 
 
 def rematerialised(block, policy: str):

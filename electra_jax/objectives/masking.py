@@ -41,7 +41,7 @@ def mask_tokens(rng, input_ids_BxL, maskable_BxL, *, mask_id: int, mask_prob: fl
     num_to_predict_B = jnp.clip(jnp.round(num_maskable_B * mask_prob).astype(jnp.int32), 1, max_predictions)
     num_to_predict_B = jnp.minimum(num_to_predict_B, num_maskable_B)
     scores_BxL = jnp.where(maskable_BxL, jax.random.uniform(select_rng, maskable_BxL.shape), -1.0)
-    _, positions_BxP = jax.lax.top_k(scores_BxL, max_predictions)
+    positions_BxP = top_positions(scores_BxL, max_predictions)
     weights_BxP = (jnp.arange(max_predictions)[None] < num_to_predict_B[:, None]).astype(jnp.float32)
     positions_BxP = jnp.where(weights_BxP > 0, positions_BxP, 0)
     labels_BxP = jnp.take_along_axis(input_ids_BxL, positions_BxP, axis=1) * weights_BxP.astype(jnp.int32)
@@ -50,13 +50,25 @@ def mask_tokens(rng, input_ids_BxL, maskable_BxL, *, mask_id: int, mask_prob: fl
     return Masked(masked_ids_BxL, positions_BxP, labels_BxP, weights_BxP)
 
 
+def top_positions(scores_BxL, k: int):
+    """The positions of each row's k highest scores, highest first, ties to the lower position (lax.top_k's
+    order). A stable sort, because XLA's SPMD partitioner splits a sort along the batch but gathers the whole
+    batch onto every device for a top_k."""
+    return jnp.argsort(-scores_BxL, axis=1, stable=True)[:, :k]
+
+
 def scatter(ids_BxL, positions_BxP, values_BxP, where_BxP):
     """ids[b, positions[b, p]] = values[b, p] wherever where[b, p] (those positions are distinct). The other
-    slots write nowhere: rewriting a current value could undo a write to the same position."""
-    batch_B1 = jnp.arange(ids_BxL.shape[0])[:, None]
+    slots write nowhere: rewriting a current value could undo a write to the same position. Row by row (a
+    batched scatter), which the SPMD partitioner keeps on each row's device."""
     target_BxP = jnp.where(where_BxP, positions_BxP, ids_BxL.shape[1])  # out of bounds: dropped
-    return ids_BxL.at[batch_B1, target_BxP].set(values_BxP.astype(ids_BxL.dtype), mode="drop")
+    return jax.vmap(lambda ids_L, target_P, values_P: ids_L.at[target_P].set(values_P, mode="drop"))(
+        ids_BxL, target_BxP, values_BxP.astype(ids_BxL.dtype))
 
+
+def at_rows(x_BxL, index_B):
+    """x[b, index[b]] for every row b, as a batched gather (kept on each row's device)."""
+    return jnp.take_along_axis(x_BxL, index_B[:, None], axis=1)[:, 0]
 
 
 def ngram_probabilities(max_ngram: int) -> jax.Array:
@@ -87,25 +99,25 @@ def select_ngrams(rng, maskable_BxL, word_start_BxL, *, mask_prob: float, max_pr
     real_word_BxW = jnp.arange(L)[None] < num_words_B[:, None]
     order_BxW = jnp.argsort(jnp.where(real_word_BxW, jax.random.uniform(order_rng, (B, L)), 2.0), axis=1)
     n_BxW = jax.random.choice(n_rng, jnp.arange(1, max_ngram + 1), (B, L), p=ngram_probabilities(max_ngram))
-    rows_B = jnp.arange(B)
 
     def try_span(carry, t):
         covered_BxW, count_B, span_BxW = carry
         first_B = order_BxW[:, t]
-        drawn_B = n_BxW[rows_B, first_B]
+        drawn_B = at_rows(n_BxW, first_B)
         take_B = jnp.zeros(B, jnp.int32)
         for n in range(1, max_ngram + 1):  # the largest n <= the drawn one that exists and fits the budget
             last_B = first_B + n
-            size_B = tokens_before_BxW1[rows_B, jnp.minimum(last_B, L)] - tokens_before_BxW1[rows_B, first_B]
+            size_B = at_rows(tokens_before_BxW1, jnp.minimum(last_B, L)) - at_rows(tokens_before_BxW1, first_B)
             fits_B = (n <= drawn_B) & (last_B <= num_words_B) & (count_B + size_B <= budget_B)
             take_B = jnp.where(fits_B, n, take_B)
         span_BxW_mask = (jnp.arange(L)[None] >= first_B[:, None]) & (jnp.arange(L)[None] < (first_B + take_B)[:, None])
         overlaps_B = (covered_BxW & span_BxW_mask).any(1)
         accept_B = (take_B > 0) & ~overlaps_B & (first_B < num_words_B)
-        size_B = tokens_before_BxW1[rows_B, jnp.minimum(first_B + take_B, L)] - tokens_before_BxW1[rows_B, first_B]
+        size_B = (at_rows(tokens_before_BxW1, jnp.minimum(first_B + take_B, L))
+                  - at_rows(tokens_before_BxW1, first_B))
         covered_BxW = covered_BxW | (span_BxW_mask & accept_B[:, None])
         count_B = count_B + jnp.where(accept_B, size_B, 0)
-        span_BxW = span_BxW.at[rows_B, first_B].set(jnp.where(accept_B, take_B, span_BxW[rows_B, first_B]))
+        span_BxW = scatter(span_BxW, first_B[:, None], take_B[:, None], accept_B[:, None])
         return (covered_BxW, count_B, span_BxW), None
 
     initial = (jnp.zeros((B, L), bool), jnp.zeros(B, jnp.int32), jnp.zeros((B, L), jnp.int32))
@@ -122,7 +134,7 @@ def mask_selected(rng, input_ids_BxL, selected_BxL, *, max_predictions: int, mas
     choice_rng, random_rng = jax.random.split(rng)
     L = input_ids_BxL.shape[1]
     scores_BxL = jnp.where(selected_BxL, L - jnp.arange(L)[None], 0)  # selected first, in position order
-    _, positions_BxP = jax.lax.top_k(scores_BxL, max_predictions)
+    positions_BxP = top_positions(scores_BxL, max_predictions)
     weights_BxP = jnp.take_along_axis(selected_BxL, positions_BxP, axis=1).astype(jnp.float32)
     positions_BxP = jnp.where(weights_BxP > 0, positions_BxP, 0)
     labels_BxP = jnp.take_along_axis(input_ids_BxL, positions_BxP, axis=1) * weights_BxP.astype(jnp.int32)
