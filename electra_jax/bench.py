@@ -1,8 +1,9 @@
 """`electra-jax bench`: a config's train step on the devices at hand, with synthetic batches.
 
 Reports, for each phase of a length curriculum at its shape, compile time, step time (median over timed
-steps), tokens/s, model FLOP utilisation (the step's model FLOPs per second over the devices' peak) and peak
-memory. The peak comes from a table of dense
+steps), the host's time per step to read and send the batch (from `data.prepared` when it is given, read as
+the loop reads it; else the transfer of a synthetic batch), tokens/s, model FLOP utilisation (the step's
+model FLOPs per second over the devices' peak) and peak memory. The peak comes from a table of dense
 matmul peaks per JAX device (TPU v2/v3: one core; v4 and later: one chip); a CPU's peak is measured in
 the same run (best fp32 matmul of 2048 x 2048), as no table can know it.
 """
@@ -79,26 +80,48 @@ def bench(config: Config, steps: int = 10, warmup: int = 2, log=print) -> dict:
     from electra_jax.train import setup_training
 
     family = family_of(config.model)
+    reader, specials = None, SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
     vocab = config.model.vocab_size or config.data.vocab_size
+    if config.data.prepared:  # real batches from the prepared folder, read as the loop reads them
+        from electra_jax.data.loader import PretrainingData
+        from electra_jax.data.prepare import read_metadata
+        from electra_jax.mesh import platform_of
+        from electra_jax.run_dir import special_ids
+        from electra_jax.train import read_threads
+        metadata = read_metadata(config.data.prepared)
+        vocab, specials = config.model.vocab_size or metadata["tokenizer"]["vocab_size"], special_ids(metadata)
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=vocab))
     validate(config, jax.device_count())
     devices = jax.devices()
     word_starts = np.random.default_rng(0).random(vocab) < 0.7 if family.needs_word_starts(config) else None
-    training = setup_training(config, make_mesh(config), SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4),
-                              word_starts)
-    batch = {name: jax.make_array_from_process_local_data(training.batch_sharding, array)
-             for name, array in synthetic_batch(config, vocab).items()}
+    training = setup_training(config, make_mesh(config), specials, word_starts)
+    if config.data.prepared:
+        reader = PretrainingData(config.data.prepared, config.train.batch_size, config.data.seed,
+                                 read_threads=read_threads(config, platform_of(training.batch_sharding.mesh)))
+    synthetic = synthetic_batch(config, vocab)
+
+    def next_batch() -> dict:
+        """A global batch from the host, as the loop builds one (a synthetic batch: only the transfer)."""
+        host = next(reader) if reader is not None else synthetic
+        return {name: jax.make_array_from_process_local_data(training.batch_sharding, array)
+                for name, array in host.items()}
+
+    batch = next_batch()
     state = training.init()
     start = time.perf_counter()
     step = training.step_fn.lower(state, batch).compile()
     compile_seconds = time.perf_counter() - start
-    times = []
+    times, host_times = [], []
     for i in range(warmup + steps):
         start = time.perf_counter()
+        batch = next_batch()
+        host_seconds = time.perf_counter() - start
         state, metrics = step(state, batch)
         metrics["loss"].block_until_ready()
+        values = {name: float(value) for name, value in jax.device_get(metrics).items()}  # as the loop logs
         if i >= warmup:
-            times.append(time.perf_counter() - start)
+            times.append(time.perf_counter() - start - host_seconds)
+            host_times.append(host_seconds)
     step_seconds = statistics.median(times)
     tokens_per_second = config.train.batch_size * config.data.seq_len / step_seconds
     achieved = family.flops_per_token(config) * tokens_per_second
@@ -115,7 +138,8 @@ def bench(config: Config, steps: int = 10, warmup: int = 2, log=print) -> dict:
               "step_s": step_seconds, "steps_timed": steps, "tokens_per_s": tokens_per_second,
               "model_tflops_per_s": achieved / 1e12, "peak_tflops_per_s": peak / 1e12 if peak else None,
               "peak_source": source, "mfu": achieved / peak if peak else None,
-              "loss": float(metrics["loss"]), "peak_memory_gib": _peak_memory_gib(devices)}
+              "loss": values["loss"], "peak_memory_gib": _peak_memory_gib(devices),
+              "host_s": statistics.median(host_times), "host_source": "prepared data" if reader else "synthetic"}
     log(_report(result))
     return result
 
@@ -161,6 +185,9 @@ def _report(r: dict) -> str:
         f"batch:        {r['batch']} x {r['seq_len']} tokens",
         f"compile:      {r['compile_s']:.1f} s",
         f"step:         {r['step_s'] * 1000:.1f} ms (median of {r['steps_timed']})",
+        f"host:         {r['host_s'] * 1000:.1f} ms per step reading and sending the batch "
+        f"({'from data.prepared' if r['host_source'] == 'prepared data' else 'a synthetic batch: the transfer only'}"
+        f"), which the loop overlaps with the step",
         f"throughput:   {r['tokens_per_s']:,.0f} tokens/s, {r['model_tflops_per_s']:.3f} model TFLOP/s",
         f"MFU:          {mfu}",
         f"peak memory:  {r['peak_memory_gib']:.2f} GiB", ""])

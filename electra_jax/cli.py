@@ -104,6 +104,20 @@ def _bench(args) -> int:
     return 0
 
 
+def _plan(args) -> int:
+    from electra_jax.config import load_config
+    from electra_jax.plan import TARGETS, choose, overrides, plan
+    config, target = load_config(args.config, args.overrides), TARGETS[args.target]
+    if args.choose:
+        print(f"cheapest settings that fit a {target.name} device with headroom, in order:")
+        found = choose(config, target, log=print)
+        print(f"choose: {overrides(found)}")
+    else:
+        found = plan(config, target)
+    print(found.report())
+    return 0 if found.fits else 1
+
+
 def _tokenizer_train(args) -> int:
     from electra_jax.data.vocabulary import VocabularyOptions, train_vocabulary
     options = VocabularyOptions(kind=args.kind, vocab_size=args.vocab_size, lowercase=args.lowercase,
@@ -272,6 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--json", metavar="FILE", help="also append the result as one JSON line to FILE")
     ben.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. model.dtype=bfloat16")
     ben.set_defaults(run=_bench, runs_steps=True)
+
+    from electra_jax.plan import TARGETS
+    pla = commands.add_parser("plan", help="what one device of a TPU or GPU target holds for a config (parameters, "
+                                           "optimizer state, gradients, saved activations) and whether it fits; "
+                                           "exit status 1 when it does not")
+    pla.add_argument("--config", required=True, help="YAML preset, e.g. configs/electra_base.yaml")
+    pla.add_argument("--target", required=True, choices=sorted(TARGETS), help="the accelerator")
+    pla.add_argument("--choose", action="store_true", help="pick the cheapest model.remat and "
+                                                           "train.grad_accum_steps that fit and print them")
+    pla.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. model.remat=dots")
+    pla.set_defaults(run=_plan)
 
     imp = commands.add_parser("import", help="turn Hugging Face or google-research TensorFlow 1 ELECTRA, ALBERT or "
                                              "BERT weights into a run directory that pretrain continues and "

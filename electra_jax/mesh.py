@@ -1,6 +1,9 @@
 """Device mesh (data, fsdp, tensor) and the logical-axis rules that map parameters onto it."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
@@ -42,3 +45,32 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def platform_of(mesh: Mesh) -> str:
     """The platform ("cpu", "gpu", "tpu") of the mesh's devices: what a step on it is compiled for."""
     return mesh.devices.flat[0].platform
+
+
+# ---------------------------------------------------------------------------- activations
+
+# (mesh, logical rules) while a step is traced: `constrain` then pins activations to the batch split. Without
+# such constraints XLA's propagation lets the fsdp split of a weight's hidden axis leak into the activations,
+# which then move between devices in all-to-alls at every layer.
+_ACTIVATION_MESH: contextvars.ContextVar = contextvars.ContextVar("activation_mesh", default=None)
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: Mesh, rules):
+    """Trace the code inside with `constrain` active on `mesh` under the logical `rules`."""
+    token = _ACTIVATION_MESH.set((mesh, rules))
+    try:
+        yield
+    finally:
+        _ACTIVATION_MESH.reset(token)
+
+
+def constrain(x, logical_axes: tuple[str | None, ...]):
+    """`x` constrained to the mesh axes its logical axes map to (e.g. ("batch", None, None): rows over the
+    data axes, the rest whole on each device); `x` itself outside `activation_sharding`."""
+    active = _ACTIVATION_MESH.get()
+    if active is None:
+        return x
+    mesh, rules = active
+    import flax.linen as nn
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, nn.logical_to_mesh_axes(logical_axes, rules)))

@@ -27,7 +27,8 @@ from electra_jax.data.loader import PretrainingData, batch_hash, held_out_batche
 from electra_jax.data.prepare import read_metadata
 from electra_jax.data.text_tokenizer import SpecialIds, load_text_tokenizer
 from electra_jax.families import family_of, shown
-from electra_jax.mesh import batch_sharding, logical_rules, make_mesh, platform_of, replicated
+from electra_jax.mesh import (activation_sharding, batch_sharding, logical_rules, make_mesh, platform_of,
+                              replicated)
 from electra_jax.metrics import MetricWriter, plot_metrics
 from electra_jax.objectives.base import Objective
 from electra_jax.phases import Phase, phase_of, run_phases
@@ -66,6 +67,10 @@ def make_train_step(config: Config, objective: Objective, tx: optax.GradientTran
     base_rng = jax.random.key(config.train.seed + 1)
 
     def train_step(state: TrainState, batch: dict, frozen=None):
+        with activation_sharding(batch_sharding.mesh, logical_rules(config)):  # activations split by rows
+            return constrained_step(state, batch, frozen)
+
+    def constrained_step(state: TrainState, batch: dict, frozen=None):
         rng = jax.random.fold_in(base_rng, state.step)
         batch_rng, sample_rng, *micro_rngs = jax.random.split(rng, 2 + 2 * accum)
         micro_rngs = jnp.stack(micro_rngs).reshape(accum, 2)  # two dropout keys per micro-batch
@@ -100,13 +105,14 @@ def make_train_step(config: Config, objective: Objective, tx: optax.GradientTran
 EVAL_KEY_SEED = 20200323
 
 
-def make_eval_step(objective):
+def make_eval_step(config: Config, objective, batch_sharding: NamedSharding):
     """`eval_step(params, batch, index, frozen=None) -> (summable tree, counts)`: one held-out batch, no dropout."""
     def eval_step(params, batch, index, frozen=None):
         key = jax.random.fold_in(jax.random.key(EVAL_KEY_SEED), index)
         mask_rng, sample_rng, dropout_rng = jax.random.split(key, 3)
-        whole, counts = objective.prepare((mask_rng, sample_rng), batch)
-        return objective.evaluate(params, whole, jax.random.split(dropout_rng), counts, frozen), counts
+        with activation_sharding(batch_sharding.mesh, logical_rules(config)):
+            whole, counts = objective.prepare((mask_rng, sample_rng), batch)
+            return objective.evaluate(params, whole, jax.random.split(dropout_rng), counts, frozen), counts
     return eval_step
 
 
@@ -144,7 +150,7 @@ def setup_training(config: Config, mesh, specials: SpecialIds, word_starts_V=Non
     frozen = () if frozen_shardings is None else (frozen_shardings,)
     step_fn = jax.jit(make_train_step(config, objective, tx, schedule, batch_spec), donate_argnums=0,
                       in_shardings=(shardings, batch_spec, *frozen), out_shardings=(shardings, replicated(mesh)))
-    eval_fn = jax.jit(make_eval_step(objective), out_shardings=replicated(mesh),
+    eval_fn = jax.jit(make_eval_step(config, objective, batch_spec), out_shardings=replicated(mesh),
                       in_shardings=(shardings.params, batch_spec, replicated(mesh), *frozen))
     return Training(model, tx, schedule, shardings, abstract, init, batch_spec, step_fn, objective, eval_fn,
                     config)
@@ -216,6 +222,24 @@ def pretrain(config: Config, run_dir: str | Path, log=print, progress: bool = Tr
         return train_loop(config, run_dir, trainings, data_folders, trainings[0].init, log, progress)
 
 
+ACCELERATOR_READ_THREADS = 8
+
+
+def read_threads(config: Config, platform: str) -> int:
+    """data.read_threads, with -1 resolved for the platform: none on a CPU, ACCELERATOR_READ_THREADS elsewhere."""
+    if config.data.read_threads >= 0:
+        return config.data.read_threads
+    return 0 if platform == "cpu" else ACCELERATOR_READ_THREADS
+
+
+def overlaps_steps(platform: str) -> bool:
+    """Whether the loop dispatches step N + 1 before it reads step N's metrics, so that the device never waits
+    for the host: everywhere but on a CPU. There a step's temporaries come from host malloc: with two steps in
+    flight both sets are live and the heap that keeps freed memory (host_memory.py) fragments to about three
+    times the step's working set, so the previous step is finished before the next is dispatched."""
+    return platform != "cpu"
+
+
 class _Leg(NamedTuple):
     """A phase as the loop runs it."""
     phase: Phase
@@ -242,9 +266,11 @@ def train_loop(config: Config, run_dir: Path, trainings: Sequence[Training], dat
         evaluate = (make_evaluate(phase.config, training, held_out, frozen_args, log)
                     if held_out and config.train.eval_every else None)
         legs.append(_Leg(phase, training, folder, evaluate))
+    threads = read_threads(config, platform_of(trainings[0].batch_sharding.mesh))
+
     def reader(phase: Phase) -> PretrainingData:
         return PretrainingData(data_folders[phase.index], phase.batch_size, config.data.seed, jax.process_index(),
-                               jax.process_count())
+                               jax.process_count(), threads)
 
     # Every phase's reader before any restore: data too small for a later phase's batch fails now, not after
     # the earlier phases have trained, and never reads as a checkpoint that does not restore.
@@ -279,34 +305,41 @@ def train_loop(config: Config, run_dir: Path, trainings: Sequence[Training], dat
     begin(leg)
 
     def next_batch():
-        """The next global batch (from this host's slice) and the digest of this host's input ids."""
+        """The next global batch (from this host's slice), the digest of this host's input ids and the seconds
+        the host spent reading it."""
+        started = time.perf_counter()
         local = next(readers[leg.phase.index])
         batch = {name: jax.make_array_from_process_local_data(leg.training.batch_sharding, array)
                  for name, array in local.items()}
-        return batch, batch_hash({"input_ids": local["input_ids"]})
+        digest = batch_hash({"input_ids": local["input_ids"]})
+        return batch, digest, time.perf_counter() - started
 
     writer = MetricWriter(run_dir, enabled=is_main, resume_step=start)  # steps past `start` are logged anew
     bar = None
     if progress and is_main:
         from tqdm import tqdm
         bar = tqdm(total=end, initial=start, desc=family.trained_by(config), unit="step", mininterval=2.0, dynamic_ncols=True)
-    pending = None  # (step, device metrics): fetched one step late so logging never stalls the device
+    pending = None  # (step, device metrics, digest, read seconds): fetched one step late so logging never
+    #                 stalls the device
     last_values: dict[str, float] = {}
     window_tokens, window_start = 0.0, time.perf_counter()
+    window_read, window_steps = 0.0, 0  # host seconds spent reading batches, over the steps of the log window
 
-    def handle(step, metrics, digest, evaluated=None):
-        nonlocal last_values, window_tokens, window_start
+    def handle(step, metrics, digest, read_seconds, evaluated=None):
+        nonlocal last_values, window_tokens, window_start, window_read, window_steps
         values = _to_host(metrics)
         _check_finite(step, values, checkpointer)
         values["batch_hash"] = digest
         window_tokens += values["tokens"]
+        window_read, window_steps = window_read + read_seconds, window_steps + 1
         if evaluated:  # the eval seconds are not training time
             values.update(evaluated)
             window_start += evaluated["eval_seconds"]
         if step % config.train.log_every == 0 or step == end or evaluated:
             now = time.perf_counter()
             values["tokens_per_second"] = window_tokens / max(now - window_start, 1e-9)
-            window_tokens, window_start = 0.0, now
+            values["read_ms_per_step"] = 1000 * window_read / window_steps  # input time the device may wait on
+            window_tokens, window_start, window_read, window_steps = 0.0, now, 0.0, 0
             writer.write(step, values)
             if bar is not None:
                 headline = {name: f"{values[key]:.3f}" for name, key in shown(family.progress, values)}
@@ -314,10 +347,7 @@ def train_loop(config: Config, run_dir: Path, trainings: Sequence[Training], dat
                                 tok_s=f"{values['tokens_per_second']:.0f}", refresh=False)
         last_values = values
 
-    # On a CPU a step's temporaries come from host malloc: with two steps in flight both sets are live and
-    # the heap that keeps freed memory (host_memory.py) fragments to about three times the step's working set,
-    # so there the previous step is finished before the next is dispatched.
-    one_step_in_flight = platform_of(leg.training.batch_sharding.mesh) == "cpu"  # where steps run
+    one_step_in_flight = not overlaps_steps(platform_of(leg.training.batch_sharding.mesh))  # where steps run
     preempted_at, stop_signal = None, None
     try:
         with PreemptionWatch() as watch:
@@ -325,14 +355,14 @@ def train_loop(config: Config, run_dir: Path, trainings: Sequence[Training], dat
                 if step > leg.phase.last:  # the next phase: its data, its shapes
                     leg = legs[leg.phase.index + 1]
                     begin(leg)
-                batch, digest = next_batch()  # read while the device still runs the previous step
+                batch, digest, read_seconds = next_batch()  # read while the device still runs the previous step
                 if one_step_in_flight and pending is not None:
                     handle(*pending)
                     pending = None
                 state, metrics = leg.training.step_fn(state, batch, *frozen_args)
                 if pending is not None:
                     handle(*pending)
-                pending = (step, metrics, digest)
+                pending = (step, metrics, digest, read_seconds)
                 if bar is not None:
                     bar.update(1)
                 preempted = watch.reached(step, checkpointer)  # every step: the multi-host protocol needs it

@@ -75,6 +75,9 @@ def validate(config: Config, num_devices: int | None = None) -> None:
         raise ConfigError(f"config: data.eval_fraction must be in [0, 1), got {d.eval_fraction}")
     if d.eval_fraction and d.eval_prepared:
         raise ConfigError("config: give data.eval_fraction or data.eval_prepared, not both")
+    if d.read_threads < -1:
+        raise ConfigError(f"config: data.read_threads must be >= 0, or -1 (none on a CPU, 8 on TPU and GPU hosts), "
+                          f"got {d.read_threads}")
     if not 0.0 <= d.short_seq_prob <= 1.0:
         raise ConfigError(f"config: data.short_seq_prob must be in [0, 1], got {d.short_seq_prob}")
     if not 0.0 < o.mask_prob < 1.0:

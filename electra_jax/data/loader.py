@@ -37,7 +37,7 @@ def _records(folder: Path, metadata: dict, shards: list[dict]):
 
 class PretrainingData:
     def __init__(self, folder: str | Path, global_batch: int, seed: int, process_index: int = 0,
-                 process_count: int = 1):
+                 process_count: int = 1, read_threads: int = 0):
         folder = Path(folder)
         self.metadata = metadata = read_metadata(folder)
         self.local_batch = global_batch // process_count
@@ -50,9 +50,11 @@ class PretrainingData:
         dataset = dataset[:len(source) // global_batch * global_batch]  # whole global batches only
         dataset = HostRows(dataset, global_batch, process_index, process_count)
         dataset = dataset.repeat(None).map(decode).batch(self.local_batch, drop_remainder=True)
-        # Reads run between dispatching one step and the next, while the device computes; on this
-        # project's CPUs reader threads only contend for the interpreter.
-        self.iterator = iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
+        # read_threads=0: each batch is read when asked for, between dispatching one step and the next, while
+        # the device computes. Otherwise that many threads read the next batches ahead (two per thread held);
+        # Grain's saved state is still the position of the last batch handed out, so resume stays exact.
+        options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=2 * read_threads)
+        self.iterator = iter(dataset.to_iter_dataset(options))
         # The saved state counts batches: it means the same only for the same data, order and batch.
         # The metadata names the tokenizer, the options (seed included), the sources and every count.
         digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()[:16]

@@ -15,8 +15,12 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from electra_jax.config import ModelConfig
+from electra_jax.mesh import constrain
 from electra_jax.models import ops as ops_lib
 from electra_jax.precision import compute_dtype
+
+
+ROWS = ("batch", None, None)  # an activation B x L x H: its rows split like the batch, the rest whole
 
 
 def normal_init(stddev: float, axes: tuple[str, ...]):
@@ -130,13 +134,16 @@ class Embeddings(nn.Module):
 
     def __call__(self, input_ids_BxL, segment_ids_BxL, deterministic: bool, tables: dict | None = None):
         c, t = self.config, tables or self.tables()
+        # Whole tables on every device for the lookups (FSDP gathers them as it gathers any weight): a lookup
+        # in a table split along its embedding axis would leave the rows split that way too.
+        t = {name: constrain(table, (None,) * table.ndim) for name, table in t.items()}
         dtype = compute_dtype(c)
         positions_L = jnp.arange(input_ids_BxL.shape[1])
         x_BxLxE = (jnp.take(t["word_VxE"], input_ids_BxL, axis=0).astype(dtype)
                    + jnp.take(t["position_PxE"], positions_L, axis=0).astype(dtype)[None]
                    + jnp.take(t["token_type_TxE"], segment_ids_BxL, axis=0).astype(dtype))
         x_BxLxE = layer_norm(x_BxLxE, t["scale_E"], t["bias_E"], c.layer_norm_eps, dtype)
-        return self.dropout(x_BxLxE, deterministic=deterministic)
+        return constrain(self.dropout(x_BxLxE, deterministic=deterministic), ROWS)
 
     def attend(self, x_BxPxE):
         """Logits against the word-embedding table (tied output layer)."""
@@ -208,7 +215,7 @@ class TransformerBlock(nn.Module):
         h_BxLxF = ops_lib.activation(self.activation, c.ops)(h_BxLxF)
         h_BxLxH = dense(c, c.hidden_size, ("mlp", "embed"), "output")(h_BxLxF)
         h_BxLxH = Dropout(c.dropout_rate)(h_BxLxH, deterministic=deterministic)
-        return LayerNorm(c, name="output_LayerNorm")(x_BxLxH + h_BxLxH)
+        return constrain(LayerNorm(c, name="output_LayerNorm")(x_BxLxH + h_BxLxH), ROWS)
 
 
 def attention_bias(attention_mask_BxL, dtype=jnp.float32):
