@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 PRESETS = ("electra_small", "electra_small_plus", "electra_medium", "electra_base", "electra_large", "albert_base",
-           "albert_large", "albert_xlarge", "albert_base_v2", "albert_large_v2", "albert_xlarge_v2")
+           "albert_large", "albert_xlarge", "albert_base_v2", "albert_large_v2", "albert_xlarge_v2", "distill_mbert")
 
 
 def main() -> None:

@@ -99,7 +99,10 @@ def jax_step(config, ids, segments):
     return step
 
 
-def torch_step(config, ids, segments):
+def torch_step(config, ids, segments, device: str = "cpu", autocast: bool = False):
+    """The HF PyTorch step on `device` ("cpu" or "cuda"), in bf16 autocast with `autocast`."""
+    import contextlib
+
     import torch
     import torch.nn.functional as F
     from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
@@ -116,6 +119,8 @@ def torch_step(config, ids, segments):
     # ELECTRA sharing: one embedding module; the generator head tied to the shared word embeddings.
     generator.electra.embeddings = discriminator.electra.embeddings
     generator.generator_lm_head.weight = discriminator.electra.embeddings.word_embeddings.weight
+    generator.to(device)
+    discriminator.to(device)
     params = {id(p): p for p in [*generator.parameters(), *discriminator.parameters()]}.values()
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
@@ -123,26 +128,35 @@ def torch_step(config, ids, segments):
                                   lr=config.optimizer.learning_rate, eps=1e-6)
     generator.train()
     discriminator.train()
-    input_ids = torch.from_numpy(ids).long()
-    token_types = torch.from_numpy(segments).long()
+    input_ids = torch.from_numpy(ids).long().to(device)
+    token_types = torch.from_numpy(segments).long().to(device)
     attention = torch.ones_like(input_ids)
     maskable = (input_ids != 0) & (input_ids != 2) & (input_ids != 3) & (input_ids != 4)
     num_predict = maskable.sum(1).mul(obj.mask_prob).round().clamp(1, obj.max_predictions)
     all_params = list(params)
 
     def step():
-        scores = torch.where(maskable, torch.rand(input_ids.shape), torch.full(input_ids.shape, -1.0))
+        with torch.autocast(device, dtype=torch.bfloat16) if autocast else contextlib.nullcontext():
+            forward_backward()
+        torch.nn.utils.clip_grad_norm_(all_params, config.optimizer.clip_norm)
+        optimizer.step()
+        if device != "cpu":
+            torch.cuda.synchronize()
+
+    def forward_backward():
+        scores = torch.where(maskable, torch.rand(input_ids.shape, device=device),
+                             torch.full(input_ids.shape, -1.0, device=device))
         positions = scores.topk(obj.max_predictions, dim=1).indices
-        weights = (torch.arange(obj.max_predictions)[None] < num_predict[:, None]).float()
+        weights = (torch.arange(obj.max_predictions, device=device)[None] < num_predict[:, None]).float()
         labels = input_ids.gather(1, positions)
-        use_mask = (torch.rand(positions.shape) < obj.mask_token_prob) & (weights > 0)
+        use_mask = (torch.rand(positions.shape, device=device) < obj.mask_token_prob) & (weights > 0)
         masked = input_ids.scatter(1, positions, torch.where(use_mask, torch.full_like(positions, 4), labels))
         hidden = generator.electra(masked, attention_mask=attention, token_type_ids=token_types).last_hidden_state
         hidden = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
         logits = generator.generator_lm_head(generator.generator_predictions(hidden))
         mlm = (F.cross_entropy(logits.transpose(1, 2), labels, reduction="none") * weights).sum() / weights.sum()
         with torch.no_grad():
-            gumbel = -torch.log(-torch.log(torch.rand(logits.shape).clamp_min(1e-20)))
+            gumbel = -torch.log(-torch.log(torch.rand(logits.shape, device=device).clamp_min(1e-20)))
             sampled = (logits / obj.temperature + gumbel).argmax(-1)
         corrupted = masked.scatter(1, positions, torch.where(weights > 0, sampled, masked.gather(1, positions)))
         replaced = (corrupted != input_ids).float()
@@ -151,8 +165,6 @@ def torch_step(config, ids, segments):
         loss = mlm + obj.discriminator_weight * rtd
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(all_params, config.optimizer.clip_norm)
-        optimizer.step()
 
     return step
 

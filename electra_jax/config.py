@@ -91,8 +91,8 @@ class DataConfig:
     # packed (with data.prepared: the share its `prepare --eval-fraction` held out), or a separate prepared folder.
     eval_fraction: float = 0.0
     eval_prepared: str = ""
-    # Threads reading training batches ahead of the step (data/loader.py); -1: none on a CPU, where they only
-    # contend with the step for its cores (docs/measurements.md), 8 on TPU and GPU hosts.
+    # Threads reading training batches ahead of the step (data/loader.py); -1: none on a CPU, where they bought
+    # nothing measurable (benchmarks/read_threads.py, docs/tpu_gpu.md), 8 on TPU and GPU hosts.
     read_threads: int = -1
 
 

@@ -64,10 +64,12 @@ class Plan:
     gradients: int
     activations: int  # saved for the backward pass of one micro-batch
     working_set: int  # one layer's backward on one micro-batch
+    teacher: int = 0  # a distillation teacher's frozen parameters
 
     @property
     def total(self) -> int:
-        return self.parameters + self.optimizer + self.gradients + self.activations + self.working_set
+        return (self.parameters + self.optimizer + self.gradients + self.activations + self.working_set
+                + self.teacher)
 
     @property
     def usable(self) -> float:
@@ -80,7 +82,9 @@ class Plan:
     def report(self) -> str:
         t, c, (data, fsdp, tensor) = self.target, self.config, self.mesh
         accum = c.train.grad_accum_steps
-        rows = [("parameters (float32)", self.parameters), ("optimizer state", self.optimizer),
+        rows = [("parameters (float32)", self.parameters), *([("teacher parameters (frozen)", self.teacher)]
+                                                             if self.teacher else []),
+                ("optimizer state", self.optimizer),
                 ("gradients" + (" (+ the running sum)" if accum > 1 else ""), self.gradients),
                 (f"saved activations ({self.micro_rows} rows x {c.data.seq_len} tokens)", self.activations),
                 ("one layer's backward (working set)", self.working_set)]
@@ -122,33 +126,68 @@ def shard_bytes(abstract_tree, specs, axis_sizes: dict[str, int]) -> int:
     return sum(jax.tree.leaves(jax.tree.map(one, abstract_tree, specs, is_leaf=lambda x: x is None)))
 
 
-def saved_activation_bytes(config: Config, rows: int) -> int:
-    """Bytes of the residuals JAX saves for the backward pass of the family's loss on `rows` rows (one
-    device's micro-batch), the loss's own inputs left out. Traced, never run: any size costs the same."""
-    import jax
+SPECIALS = dict(pad=0, unk=1, cls=2, sep=3, mask=4)
+
+
+class Parts(NamedTuple):
+    """What a config trains: its (student's) config, module, objective and optimizer; a distillation's frozen
+    teacher module (None otherwise)."""
+    config: Config
+    model: object
+    objective: object
+    tx: object
+    teacher: object
+
+
+def training_parts(config: Config) -> Parts:
+    """A pretraining config's model and objective, or, for a distillation (distill.student_layers > 0), the
+    student of that many layers against a teacher of the config's model shape, as `electra-jax distill` builds
+    them (its teacher's shape, which `distill` reads from the teacher, is the config's here)."""
     import numpy as np
 
-    from electra_jax.bench import synthetic_batch
     from electra_jax.data.text_tokenizer import SpecialIds
     from electra_jax.families import family_of
-    from electra_jax.state import build_model
+    from electra_jax.state import build_model, build_optimizer
 
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=rows, grad_accum_steps=1))
+    specials = SpecialIds(**SPECIALS)
+    k = config.distill
+    if k.student_layers:
+        from electra_jax.distill import distill_optimizer, layer_map
+        from electra_jax.models.bert import Bert
+        from electra_jax.objectives.distill import DistillObjective
+        teacher = config.model
+        config = dataclasses.replace(config, model=dataclasses.replace(teacher, num_layers=k.student_layers))
+        objective = DistillObjective(config, teacher, specials, layer_map(k, k.student_layers, teacher.num_layers))
+        return Parts(config, build_model(config), objective, distill_optimizer(config)[1], Bert(teacher))
     family, model = family_of(config.model), build_model(config)
     vocab = config.model.vocab_size
     word_starts = np.random.default_rng(0).random(vocab) < 0.7 if family.needs_word_starts(config) else None
-    objective = family.objective(config, model, SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4), word_starts)
-    batch = {name: jax.ShapeDtypeStruct(array.shape, array.dtype)
-             for name, array in synthetic_batch(config, vocab).items()}
-    params = jax.eval_shape(lambda: _init_params(config, model))
+    return Parts(config, model, family.objective(config, model, specials, word_starts), build_optimizer(config)[1],
+                 None)
 
-    def residuals(params, batch):
+
+def saved_activation_bytes(config: Config, rows: int) -> int:
+    """Bytes of the residuals JAX saves for the backward pass of the family's loss on `rows` rows (one
+    device's micro-batch), the loss's own inputs (parameters, a teacher's, the batch) left out. Traced, never
+    run: any size costs the same."""
+    import jax
+
+    from electra_jax.bench import synthetic_batch
+
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=rows, grad_accum_steps=1))
+    parts = training_parts(config)
+    batch = {name: jax.ShapeDtypeStruct(array.shape, array.dtype)
+             for name, array in synthetic_batch(parts.config, parts.config.model.vocab_size).items()}
+    params = jax.eval_shape(lambda: _init_params(parts.config, parts.model))
+    frozen = jax.eval_shape(lambda: _init_params(parts.config, parts.teacher)) if parts.teacher else None
+
+    def residuals(params, frozen, batch):
         keys = jax.random.split(jax.random.key(0), 4)
-        whole, counts = objective.prepare((keys[0], keys[1]), batch)
-        _, backward = jax.vjp(lambda p: objective.loss(p, whole, keys[2:], counts)[0], params)
+        whole, counts = parts.objective.prepare((keys[0], keys[1]), batch)
+        _, backward = jax.vjp(lambda p: parts.objective.loss(p, whole, keys[2:], counts, frozen)[0], params)
         return backward
 
-    return _residual_bytes(jax.make_jaxpr(residuals)(params, batch).jaxpr)
+    return _residual_bytes(jax.make_jaxpr(residuals)(params, frozen, batch).jaxpr)
 
 
 def layer_working_set_bytes(config: Config, rows: int) -> int:
@@ -195,7 +234,7 @@ def plan(config: Config, target: Target) -> Plan:
     import flax.linen as nn
 
     from electra_jax.mesh import logical_rules
-    from electra_jax.state import boxed_abstract_state, build_model, build_optimizer
+    from electra_jax.state import boxed_abstract_state
     from electra_jax.validation import mesh_shape, validate
 
     config = for_target(config, target)
@@ -203,18 +242,24 @@ def plan(config: Config, target: Target) -> Plan:
     data, fsdp, tensor = mesh = mesh_shape(config, target.devices)
     accum = config.train.grad_accum_steps
     micro_rows = config.train.batch_size // (data * fsdp) // accum
-    _, tx = build_optimizer(config)
-    boxed = boxed_abstract_state(config, build_model(config), tx)
-    rules = logical_rules(config)
-    specs = jax.tree.map(lambda spec: nn.logical_to_mesh_axes(spec, rules), nn.get_partition_spec(boxed),
-                         is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-    abstract = nn.unbox(boxed)
-    axis_sizes = {"data": data, "fsdp": fsdp, "tensor": tensor}
-    parameters = shard_bytes(abstract.params, specs.params, axis_sizes)
-    optimizer = shard_bytes(abstract.opt_state, specs.opt_state, axis_sizes)
+    parts = training_parts(config)
+    rules, axis_sizes = logical_rules(config), {"data": data, "fsdp": fsdp, "tensor": tensor}
+
+    def per_device(boxed) -> int:
+        specs = jax.tree.map(lambda spec: nn.logical_to_mesh_axes(spec, rules), nn.get_partition_spec(boxed),
+                             is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+        return shard_bytes(nn.unbox(boxed), specs, axis_sizes)
+
+    boxed = boxed_abstract_state(parts.config, parts.model, parts.tx)
+    parameters = per_device(boxed.params)
+    teacher = 0
+    if parts.teacher is not None:  # frozen, split as the student's parameters are
+        from electra_jax.state import _dummy_inputs
+        teacher = per_device(jax.eval_shape(lambda: parts.teacher.init({"params": jax.random.key(0)},
+                                                                        *_dummy_inputs(config))["params"]))
     gradients = parameters * (2 if accum > 1 else 1)  # float32, sharded as the parameters
-    return Plan(target, config, mesh, micro_rows, parameters, optimizer, gradients,
-                saved_activation_bytes(config, micro_rows), layer_working_set_bytes(config, micro_rows))
+    return Plan(target, config, mesh, micro_rows, parameters, per_device(boxed.opt_state), gradients,
+                saved_activation_bytes(config, micro_rows), layer_working_set_bytes(config, micro_rows), teacher)
 
 
 def candidates(config: Config, target: Target) -> list[tuple[int, str]]:

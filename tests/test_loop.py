@@ -5,6 +5,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 from electra_jax import train
 from electra_jax.config import load_config
@@ -13,6 +14,7 @@ from electra_jax.metrics import read_metrics
 from tests.conftest import TINY
 
 
+@pytest.mark.slow  # trains
 def test_step_n_plus_1_is_dispatched_before_step_n_is_read(prepared, tmp_path, monkeypatch):
     events = []
     monkeypatch.setattr(train, "overlaps_steps", lambda platform: True)  # as on a TPU or GPU, here on a CPU

@@ -22,8 +22,9 @@ def _last_line(capsys, *args) -> tuple[int, str]:
     return status, capsys.readouterr().out.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("preset", ["electra_base", "electra_large"])
-def test_the_big_electra_presets_fit_a_v3_8(capsys, preset):
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["electra_base", "electra_large", "distill_mbert"])
+def test_the_big_presets_fit_a_v3_8(capsys, preset):
     status, last = _last_line(capsys, "--config", str(REPO / f"configs/{preset}.yaml"), "--target", "v3-8")
     assert status == 0 and last.startswith("fits: yes, ") and last.endswith(" of 16.0 GiB per device"), last
 
@@ -50,6 +51,7 @@ def jax_saved_residual_bytes(config, rows: int) -> int:
                if not source.startswith("from the argument"))
 
 
+@pytest.mark.slow
 def test_the_activation_figure_is_what_jax_saves_for_the_loss():
     config = load_config(REPO / "configs/electra_base.yaml", ["model.vocab_size=30522"])
     found = plan(config, TARGETS["v3-8"])
@@ -59,6 +61,7 @@ def test_the_activation_figure_is_what_jax_saves_for_the_loss():
     assert abs(found.activations - reference) <= 0.10 * reference
 
 
+@pytest.mark.slow
 def test_fsdp_holds_an_eighth_of_the_state_per_device():
     config = load_config(REPO / "configs/electra_base.yaml", ["model.vocab_size=30522"])
     data = plan(config, TARGETS["v3-8"])
@@ -69,6 +72,7 @@ def test_fsdp_holds_an_eighth_of_the_state_per_device():
         assert 1 / 8 <= share < 0.13, (part, share)  # every tensor with an embed axis is split; biases are small
 
 
+@pytest.mark.slow
 def test_choose_takes_fewest_micro_batches_then_least_recomputation(capsys):
     config = load_config(REPO / "configs/electra_base.yaml")
     assert candidates(config, TARGETS["v3-8"])[:5] == [(1, r) for r in REMAT] + [(2, "none")]
