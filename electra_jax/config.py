@@ -22,6 +22,7 @@ class ConfigError(ValueError):
 # The model families of `electra_jax.families` (named here so that a config is checked before jax is imported).
 ARCHITECTURES = ("electra", "albert", "bert")
 OPS = ("auto", "xla", "cpu")  # model.ops: see models/ops.py
+ATTENTION = ("einsum", "jax", "cudnn", "splash")  # model.attention: models/layers.py SelfAttention
 REMAT = ("none", "dots", "attention_projections", "full")  # model.remat, least recomputation first: models/layers.py
 
 
@@ -53,7 +54,7 @@ class ModelConfig:
     dtype: str = "auto"
     param_dtype: str = "float32"
     remat: str = "none"  # none | dots | attention_projections | full: what a layer's backward recomputes (layers.py)
-    attention: str = "einsum"  # einsum (ours, with attention dropout) | jax (jax.nn.dot_product_attention) | cudnn
+    attention: str = "einsum"  # einsum (ours, with attention dropout) | jax | cudnn (GPU) | splash (TPU v4+): layers.py
     # The few ops with a CPU kernel (models/ops.py): auto (the CPU kernels where the step is lowered for a CPU,
     # plain XLA elsewhere) | xla | cpu.
     ops: str = "auto"

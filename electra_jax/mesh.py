@@ -74,3 +74,14 @@ def constrain(x, logical_axes: tuple[str | None, ...]):
     mesh, rules = active
     import flax.linen as nn
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, nn.logical_to_mesh_axes(logical_axes, rules)))
+
+
+def active_mesh():
+    """(mesh, the mesh axes of the batch's rows) while a step is traced under `activation_sharding`, else None:
+    for code that must place itself on the mesh (a Pallas kernel inside `jax.shard_map`)."""
+    active = _ACTIVATION_MESH.get()
+    if active is None:
+        return None
+    mesh, rules = active
+    import flax.linen as nn
+    return mesh, nn.logical_to_mesh_axes(("batch",), rules)[0]

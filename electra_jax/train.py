@@ -138,9 +138,10 @@ def setup_training(config: Config, mesh, specials: SpecialIds, word_starts_V=Non
     the step then takes as its third argument. `platform` ("cpu", "gpu"/"cuda", "tpu"; default: the mesh's) is
     what the step is compiled for: it resolves model.dtype=auto, and a step exported for another platform than
     the mesh's (jax.export) is built for that one."""
+    device_kind = mesh.devices.flat[0].device_kind if platform in (None, platform_of(mesh)) else ""
     platform = platform or platform_of(mesh)
     config = for_platform(config, platform)  # model.dtype: auto -> bfloat16 on TPU/GPU, float32 on CPU
-    validate_platform(config, platform)
+    validate_platform(config, platform, device_kind)
     model = build_model(config)
     objective = objective or family_of(config.model).objective(config, model, specials, word_starts_V)
     schedule, tx = optimizer or build_optimizer(config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from electra_jax.config import ARCHITECTURES, OPS, REMAT, Config, ConfigError
+from electra_jax.config import ARCHITECTURES, ATTENTION, OPS, REMAT, Config, ConfigError
 
 def _positive(name: str, value) -> None:
     if value <= 0:
@@ -24,11 +24,11 @@ def validate(config: Config, num_devices: int | None = None) -> None:
         raise ConfigError(f"config: model.remat must be {', '.join(REMAT)}, got {m.remat!r}")
     if m.ops not in OPS:
         raise ConfigError(f"config: model.ops must be {', '.join(OPS)}, got {m.ops!r}")
-    if m.attention not in ("einsum", "jax", "cudnn"):
-        raise ConfigError(f"config: model.attention must be einsum, jax or cudnn, got {m.attention!r}")
+    if m.attention not in ATTENTION:
+        raise ConfigError(f"config: model.attention must be {', '.join(ATTENTION)}, got {m.attention!r}")
     if m.attention != "einsum" and m.attention_dropout_rate > 0:
-        raise ConfigError(f"config: model.attention={m.attention} (jax.nn.dot_product_attention) has no attention "
-                          f"dropout; set model.attention_dropout_rate=0 or model.attention=einsum")
+        raise ConfigError(f"config: model.attention={m.attention} has no attention dropout; set "
+                          f"model.attention_dropout_rate=0 or model.attention=einsum")
     if m.attention == "cudnn" and m.dtype == "float32":
         raise ConfigError("config: model.attention=cudnn (cuDNN flash attention) runs in bfloat16 only; set "
                           "model.dtype=auto or bfloat16, or model.attention=einsum")
@@ -129,10 +129,14 @@ def validate(config: Config, num_devices: int | None = None) -> None:
         validate_shape(config, num_devices)
 
 
-def validate_platform(config: Config, platform: str) -> None:
-    """What the platform the step is compiled for ("cpu", "gpu"/"cuda", "tpu") cannot run, after
-    `precision.for_platform` has resolved model.dtype for it."""
+def validate_platform(config: Config, platform: str, device_kind: str = "") -> None:
+    """What the platform the step is compiled for ("cpu", "gpu"/"cuda", "tpu"; `device_kind` where the devices
+    are at hand, e.g. "TPU v3") cannot run, after `precision.for_platform` has resolved model.dtype for it."""
     m = config.model
+    if m.attention == "splash" and (platform != "tpu" or device_kind.startswith(("TPU v2", "TPU v3"))):
+        where = device_kind if platform == "tpu" and device_kind else platform
+        raise ConfigError(f"config: model.attention=splash (Pallas splash attention) runs on TPU v4 and later "
+                          f"only, and this step is compiled for {where}; set model.attention=einsum")
     if m.attention == "cudnn" and platform not in ("gpu", "cuda"):
         raise ConfigError(f"config: model.attention=cudnn (cuDNN flash attention) runs on NVIDIA GPUs only, and this "
                           f"step is compiled for {platform}; set model.attention=einsum")
@@ -150,6 +154,9 @@ def validate_shape(config: Config, num_devices: int | None) -> None:
     if d.seq_len > m.max_position_embeddings:
         raise ConfigError(f"config: data.seq_len={d.seq_len} exceeds model.max_position_embeddings="
                           f"{m.max_position_embeddings}")
+    if m.attention == "splash" and d.seq_len % 128:
+        raise ConfigError(f"config: model.attention=splash runs on blocks of 128 positions, and data.seq_len="
+                          f"{d.seq_len} is no multiple of 128; set data.seq_len to one or model.attention=einsum")
     if o.max_predictions > d.seq_len:
         raise ConfigError(f"config: objective.max_predictions={o.max_predictions} exceeds data.seq_len={d.seq_len}")
     _positive("train.batch_size", t.batch_size)

@@ -67,3 +67,46 @@ def test_key_lengths_mask_what_the_bias_masks():
     by_lengths = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=key_lengths(bias))
     real = mask_BxL.astype(bool)
     np.testing.assert_allclose(np.asarray(by_lengths)[real], np.asarray(by_bias)[real], atol=1e-6)
+
+
+SPLASH = TINY + ["model.attention=splash", "model.attention_dropout_rate=0", "model.vocab_size=300",
+                 "model.hidden_size=128", "model.embedding_size=128", "model.generator_fraction=1.0",
+                 "model.max_position_embeddings=128", "data.seq_len=128", "mesh.data=8"]
+
+
+def test_splash_train_step_lowers_for_tpu_on_each_device_rows():
+    """The step for a v4-8-like mesh of 8 devices, exported for TPU: the splash kernels (Mosaic custom calls)
+    run inside shard_map on each device's rows."""
+    config = load_config(None, SPLASH)
+    training = setup_training(config, make_mesh(config), SPECIALS, platform="tpu")
+    batch = {name: jax.ShapeDtypeStruct(array.shape, array.dtype, sharding=training.batch_sharding)
+             for name, array in synthetic_batch(config, 300).items()}
+    module = jax.export.export(training.step_fn, platforms=["tpu"])(training.abstract_state, batch).mlir_module()
+    assert module.count("stablehlo.custom_call @tpu_custom_call") >= 3  # the forward, dq and dk/dv kernels
+    assert "sdy.manual_computation" in module or "SPMDFullToShardShape" in module  # shard_map's region
+
+
+def test_splash_attends_real_keys_as_our_bias_does():
+    """Through Pallas' interpreter on this CPU: the kernel's attention at every real query equals softmax(q k^T
+    / sqrt(D) + our padding bias) v."""
+    from electra_jax.models.splash import splash_attention
+    rng = np.random.default_rng(0)
+    mask_BxL = (np.arange(128)[None] < np.array([128, 70])[:, None]).astype(np.int32)
+    bias = attention_bias(jnp.asarray(mask_BxL))
+    q, k, v = (jnp.asarray(rng.standard_normal((2, 2, 128, 64)), jnp.float32) for _ in range(3))
+    ours = jax.nn.softmax(jnp.einsum("bnqd,bnkd->bnqk", q, k) / 8.0 + bias, axis=-1) @ v
+    splash = splash_attention(q, k, v, bias, interpret=True)
+    real = np.broadcast_to(mask_BxL[:, None, :], (2, 2, 128)).astype(bool)
+    np.testing.assert_allclose(np.asarray(splash)[real], np.asarray(ours)[real], atol=2e-5)
+
+
+@pytest.mark.parametrize("extra, platform, device_kind, message", [
+    ([], "cpu", "", "runs on TPU v4 and later only, and this step is compiled for cpu"),
+    ([], "tpu", "TPU v3", "runs on TPU v4 and later only, and this step is compiled for TPU v3"),
+    (["data.seq_len=96"], "tpu", "", "data.seq_len=96 is no multiple of 128"),
+])
+def test_splash_is_refused_where_it_cannot_run(extra, platform, device_kind, message):
+    from electra_jax.precision import for_platform
+    from electra_jax.validation import validate_platform
+    with pytest.raises(ConfigError, match=message):
+        validate_platform(for_platform(load_config(None, SPLASH + extra), platform), platform, device_kind)

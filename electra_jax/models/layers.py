@@ -17,6 +17,7 @@ from jax.ad_checkpoint import checkpoint_name
 from electra_jax.config import ModelConfig
 from electra_jax.mesh import constrain
 from electra_jax.models import ops as ops_lib
+from electra_jax.models.splash import splash_attention
 from electra_jax.precision import compute_dtype
 
 
@@ -157,6 +158,8 @@ class SelfAttention(nn.Module):
             no attention dropout;
     cudnn   cuDNN's fused flash attention (NVIDIA GPUs, bfloat16, no attention dropout). It masks padding by
             key lengths, so padding must come last in every row, as it does in prepared and fine-tuning batches.
+    splash  Pallas splash attention (TPU v4 and later, no attention dropout, lengths a multiple of 128;
+            models/splash.py).
     """
     config: ModelConfig
 
@@ -172,6 +175,11 @@ class SelfAttention(nn.Module):
             y_BxLxH = checkpoint_name(y_BxLxH, ATTENTION_PROJECTION)
             return y_BxLxH.reshape(batch, length, c.num_heads, head_dim).transpose(0, 2, 1, 3)
 
+        if c.attention == "splash":
+            context_BxNxLxD = splash_attention(*(project(name) for name in ("query", "key", "value")), bias_Bx1x1xL)
+            output_BxLxH = dense(c, c.hidden_size, ("heads", "embed"), "output")(
+                context_BxNxLxD.transpose(0, 2, 1, 3).reshape(batch, length, c.hidden_size))
+            return checkpoint_name(output_BxLxH, ATTENTION_PROJECTION)
         if c.attention != "einsum":
             q_BxLxNxD, k_BxLxNxD, v_BxLxNxD = (project(name).transpose(0, 2, 1, 3) for name in ("query", "key", "value"))
             if c.attention == "cudnn":  # cuDNN takes no (B, 1, 1, L) bias: the real keys are each row's first ones
