@@ -65,6 +65,7 @@ class Plan:
     activations: int  # saved for the backward pass of one micro-batch
     working_set: int  # one layer's backward on one micro-batch
     teacher: int = 0  # a distillation teacher's frozen parameters
+    attention: str = "einsum"  # model.attention as asked for (cudnn is counted as jax: see for_target)
 
     @property
     def total(self) -> int:
@@ -94,7 +95,8 @@ class Plan:
             f"{t.peak_bf16 / 1e12:.1f} bf16 TFLOP/s each",
             f"mesh:         data={data} fsdp={fsdp} tensor={tensor}; batch {c.train.batch_size} = {data * fsdp} x "
             f"{accum} micro-batch(es) x {self.micro_rows} rows of {c.data.seq_len} tokens",
-            f"precision:    {c.model.dtype} compute, {c.model.param_dtype} parameters; remat {c.model.remat}",
+            f"precision:    {c.model.dtype} compute, {c.model.param_dtype} parameters; remat {c.model.remat}; "
+            f"attention {self.attention}",
             "per device:",
             *[f"  {label:<{width}}{size / GiB:7.2f} GiB" for label, size in rows],
             f"  {'other XLA temporaries':<{width}}not counted: {HEADROOM:.0%} of the memory is kept for them",
@@ -105,9 +107,12 @@ class Plan:
 
 def for_target(config: Config, target: Target) -> Config:
     """The config as it runs on the target: dtype resolved, plain XLA ops (a CPU kernel is never lowered
-    there), the vocabulary from data.vocab_size where the tokenizer would give it."""
+    there), the vocabulary from data.vocab_size where the tokenizer would give it. cuDNN attention, which JAX
+    will not trace without cuDNN, is counted as XLA's (`jax`): an upper bound, as flash attention keeps no
+    L x L probabilities for the backward pass."""
     from electra_jax.precision import for_platform
-    model = dataclasses.replace(config.model, ops="xla",
+    attention = "jax" if config.model.attention == "cudnn" else config.model.attention
+    model = dataclasses.replace(config.model, ops="xla", attention=attention,
                                 vocab_size=config.model.vocab_size or config.data.vocab_size)
     return for_platform(dataclasses.replace(config, model=model), target.platform)
 
@@ -237,6 +242,7 @@ def plan(config: Config, target: Target) -> Plan:
     from electra_jax.state import boxed_abstract_state
     from electra_jax.validation import mesh_shape, validate
 
+    attention = config.model.attention if config.model.attention != "cudnn" else "cudnn (counted as jax: at most)"
     config = for_target(config, target)
     validate(config, target.devices)
     data, fsdp, tensor = mesh = mesh_shape(config, target.devices)
@@ -259,7 +265,8 @@ def plan(config: Config, target: Target) -> Plan:
                                                                         *_dummy_inputs(config))["params"]))
     gradients = parameters * (2 if accum > 1 else 1)  # float32, sharded as the parameters
     return Plan(target, config, mesh, micro_rows, parameters, per_device(boxed.opt_state), gradients,
-                saved_activation_bytes(config, micro_rows), layer_working_set_bytes(config, micro_rows), teacher)
+                saved_activation_bytes(config, micro_rows), layer_working_set_bytes(config, micro_rows), teacher,
+                attention)
 
 
 def candidates(config: Config, target: Target) -> list[tuple[int, str]]:
