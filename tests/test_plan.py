@@ -81,3 +81,11 @@ def test_choose_takes_fewest_micro_batches_then_least_recomputation(capsys):
     out = capsys.readouterr().out
     assert status == 0 and "choose: model.remat=dots train.grad_accum_steps=1" in out, out
     assert "grad_accum_steps=1 remat=none" in out and "(too much)" in out
+
+
+@pytest.mark.slow
+def test_cudnn_attention_is_planned_as_an_upper_bound(capsys):
+    status = main(["plan", "--config", str(REPO / "configs/electra_small.yaml"), "--target", "h100-80g",
+                   "model.attention=cudnn", "model.attention_dropout_rate=0"])
+    out = capsys.readouterr().out
+    assert status == 0 and "attention cudnn (counted as jax: at most)" in out, out
