@@ -284,3 +284,17 @@ def test_regression_reads_numbers_and_scores_as_scipy(tmp_path):
     assert ours["spearman"] == pytest.approx(stats.spearmanr(gold, predicted).statistic, abs=1e-12)
     assert ours["pearson"] == pytest.approx(stats.pearsonr(gold, predicted).statistic, abs=1e-12)
     assert task.score(items, None, np.ones(200), ["LABEL_0"])["spearman"] == 0.0  # constant: no correlation
+
+
+def test_a_run_pretrained_with_an_accelerator_attention_kernel_fine_tunes_with_einsum(tmp_path, monkeypatch):
+    """cuDNN's and splash's attention run on one kind of accelerator: fine-tuning (often on another machine)
+    starts from the same weights with our attention, which runs everywhere."""
+    from electra_jax.config import load_config
+    from electra_jax.finetune import train as finetune_train
+    pretrained = load_config(None, ["model.attention=cudnn", "model.attention_dropout_rate=0"])
+    monkeypatch.setattr("electra_jax.run_dir.load_run_params", lambda init, step: (pretrained, {"encoder": 1}, 7))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("")
+    logs = []
+    config, _, _ = finetune_train.load_init(tmp_path / "run", tmp_path / "out", logs.append)
+    assert config.model.attention == "einsum" and "the run used cudnn" in logs[-1]

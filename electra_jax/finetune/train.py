@@ -66,6 +66,10 @@ def load_init(init: str | Path, out_dir: Path, log):
     from electra_jax.families import family_of
     config, params, step = load_run_params(init, None)
     log(f"initialising from {init} ({config.model.architecture}, step {step})")
+    if config.model.attention in ("cudnn", "splash"):  # kernels of the pretraining platform only
+        log(f"fine-tuning computes attention with model.attention=einsum (the run used {config.model.attention}, "
+            f"which runs on one kind of accelerator only)")
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, attention="einsum"))
     return config, family_of(config.model).body_params(config, params), init / "tokenizer"
 
 
